@@ -153,7 +153,7 @@ class Laplacian1D:
     def matrix(self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
         """The dense n×n matrix of the stencil (for tests and small-system analysis, not hot paths)."""
         eye = torch.eye(self.n, dtype=dtype, device=device)
-        return Laplacian1D(self.n, self.bc, dim=-1, spacing=self.h, dilation=self.dilation).apply(eye).T
+        return Laplacian1D(self.n, self.bc, dim=-1, spacing=self.h, dilation=self.dilation).apply(eye).T.contiguous()
 
     def same_basis(self, other: Laplacian1D) -> bool:
         return (self.n, self.bc, self.dim) == (other.n, other.bc, other.dim)
