@@ -35,7 +35,9 @@ class _BlowupGuard:
             return
         amax = u.detach().abs().amax()
         bad = ~(amax <= self.threshold)  # also true for nan
-        self.first_bad = torch.where(bad & self.first_bad.isnan(), torch.tensor(t, dtype=torch.float64, device=amax.device), self.first_bad)
+        self.first_bad = torch.where(
+            bad & self.first_bad.isnan(), torch.tensor(t, dtype=torch.float64, device=amax.device), self.first_bad
+        )
 
     def tripped(self) -> float | None:
         value = float(self.first_bad)
@@ -151,7 +153,9 @@ def integrate_fixed(
     )
 
 
-def _check_events(events: Sequence[Event], values: list[float], t_before: float, t_after: float, u: torch.Tensor) -> float | None:
+def _check_events(
+    events: Sequence[Event], values: list[float], t_before: float, t_after: float, u: torch.Tensor
+) -> float | None:
     """Updates the events' last values; returns the located time of the first terminal crossing."""
     fired = None
     for k, ev in enumerate(events):

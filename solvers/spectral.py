@@ -75,9 +75,7 @@ def dst1(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 class Laplacian1D:
     """Second difference along ``dim`` with spacing ``h``, dilation ``δ`` and a boundary condition."""
 
-    def __init__(
-        self, n: int, bc: str = "neumann", *, dim: int = -2, spacing: float = 1.0, dilation: int = 1
-    ):
+    def __init__(self, n: int, bc: str = "neumann", *, dim: int = -2, spacing: float = 1.0, dilation: int = 1):
         if bc not in BOUNDARY_CONDITIONS:
             raise ValueError(f"unknown boundary condition {bc!r}; choose one of {', '.join(BOUNDARY_CONDITIONS)}")
         if n < 1:
@@ -119,7 +117,9 @@ class Laplacian1D:
     __call__ = apply
 
     # -- the eigen-decomposition ---------------------------------------------------------------
-    def eigenvalues(self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
+    def eigenvalues(
+        self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """All n eigenvalues by the closed-form formula, in the order of the transform's index k."""
         k = torch.arange(self.n, dtype=dtype, device=device)
         d, n = self.dilation, self.n
@@ -131,7 +131,9 @@ class Laplacian1D:
             angle = math.pi * (k + 1) * d / (2 * (n + 1))
         return -4.0 / (d * self.h) ** 2 * torch.sin(angle) ** 2
 
-    def spectral_eigenvalues(self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
+    def spectral_eigenvalues(
+        self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """Eigenvalue of each coefficient ``to_spectral`` returns (rfft keeps n//2 + 1 of them)."""
         lam = self.eigenvalues(dtype=dtype, device=device)
         return lam[: self.n // 2 + 1] if self.bc == "periodic" else lam

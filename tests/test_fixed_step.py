@@ -7,7 +7,7 @@ import torch
 from linear_systems import MatrixField, fitted_order, random_matrix
 
 import solvers
-from solvers import Status, SolverInputError
+from solvers import SolverInputError, Status
 
 ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "ralston": 2, "ssprk3": 3, "rk4": 4}
 
@@ -24,7 +24,9 @@ def test_fitted_convergence_order_matches_theory(method, linear_problem):
     field, u0 = linear_problem
     exact = field.exact(u0, 1.0)
     steps = [1 / 8, 1 / 16, 1 / 32, 1 / 64]
-    errors = [float((solvers.solve(field, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps]
+    errors = [
+        float((solvers.solve(field, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps
+    ]
     assert abs(fitted_order(steps, errors) - ORDERS[method]) < 0.3
 
 
@@ -66,7 +68,9 @@ def test_projection_after_each_step_keeps_the_state_on_the_sphere():
     rotation = MatrixField(torch.tensor([[0.0, 1.0, 0.3], [-1.0, 0.0, 0.0], [-0.3, 0.0, 0.5]], dtype=torch.float64))
     u0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     normalize = lambda u: u / u.norm(dim=-1, keepdim=True)
-    sol = solvers.solve(rotation, u0, (0.0, 3.0), method="euler", dt=0.1, project=normalize, t_eval=torch.linspace(0, 3, 7))
+    sol = solvers.solve(
+        rotation, u0, (0.0, 3.0), method="euler", dt=0.1, project=normalize, t_eval=torch.linspace(0, 3, 7)
+    )
     assert torch.allclose(sol.u.norm(dim=-1), torch.ones(7, 1, dtype=torch.float64), atol=1e-14)
     free = solvers.solve(rotation, u0, (0.0, 3.0), method="euler", dt=0.1)
     assert float(free.u[-1].norm()) > 1.2
@@ -116,16 +120,18 @@ def test_ctrl_c_returns_an_interrupted_partial_solution():
 
 def test_a_terminal_event_stops_at_the_located_crossing():
     grow = lambda t, u: u
-    sol = solvers.solve(grow, torch.ones(1, dtype=torch.float64), (0.0, 5.0), method="rk4", dt=0.01,
-                        events=[solvers.norm_above(2.0)])
+    sol = solvers.solve(
+        grow, torch.ones(1, dtype=torch.float64), (0.0, 5.0), method="rk4", dt=0.01, events=[solvers.norm_above(2.0)]
+    )
     assert sol.status == Status.EVENT
     assert sol.t_event == pytest.approx(math.log(2.0), abs=1e-4)
 
 
 def test_callbacks_observe_every_requested_save_point_in_order():
     recorder = solvers.Recorder(lambda t, u: float(u.sum()))
-    solvers.solve(lambda t, u: -u, torch.ones(1), (0.0, 1.0), method="rk4", dt=0.05, t_eval=[0.25, 0.5, 1.0],
-                  callbacks=[recorder])
+    solvers.solve(
+        lambda t, u: -u, torch.ones(1), (0.0, 1.0), method="rk4", dt=0.05, t_eval=[0.25, 0.5, 1.0], callbacks=[recorder]
+    )
     assert recorder.times == [0.25, 0.5, 1.0]
     assert recorder.values == pytest.approx([math.exp(-t) for t in recorder.times], rel=1e-6)
 

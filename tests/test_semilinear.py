@@ -19,8 +19,9 @@ def _heat(n: int, bc: str, D: float) -> DiagonalLinear:
 def test_exponential_integrators_reproduce_every_heat_mode_at_tau_ten(bc, method):
     n, D, T = 32, 0.5, 2.0
     lap = Laplacian1D(n, bc, dim=-2)
-    coeffs = torch.randn(1, lap.spectral_eigenvalues().numel(), 2, generator=torch.Generator().manual_seed(4),
-                         dtype=torch.float64)
+    coeffs = torch.randn(
+        1, lap.spectral_eigenvalues().numel(), 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
     if bc == "periodic":
         coeffs = torch.complex(coeffs, torch.zeros_like(coeffs))
         coeffs[:, 0].imag = 0
@@ -42,7 +43,9 @@ def test_every_dct_mode_decays_as_exp_lambda_t_under_neumann_heat():
     reference = solvers.solve(lambda s, u: D * lap.apply(u), u0, (0.0, t), method="scipy-Radau", rtol=1e-11, atol=1e-13)
     decay = lap.to_spectral(reference.u[-1]).diagonal()
     assert torch.allclose(decay, torch.exp(D * t * lap.eigenvalues()), atol=1e-9)
-    assert torch.allclose(lap.to_spectral(heat.flow(u0, t)).diagonal(), torch.exp(D * t * lap.eigenvalues()), atol=1e-14)
+    assert torch.allclose(
+        lap.to_spectral(heat.flow(u0, t)).diagonal(), torch.exp(D * t * lap.eigenvalues()), atol=1e-14
+    )
 
 
 def test_forward_euler_at_tau_ten_explodes_where_the_exponential_step_does_not():
@@ -51,7 +54,9 @@ def test_forward_euler_at_tau_ten_explodes_where_the_exponential_step_does_not()
     heat = _heat(n, "neumann", D)
     euler = solvers.solve(heat, u0, (0.0, 400.0), method="euler", dt=20.0, blowup=1e6)
     assert euler.status == "blowup"
-    exp = solvers.solve(SemilinearField(heat, lambda t, u: torch.zeros_like(u)), u0, (0.0, 400.0), method="etd1", dt=20.0)
+    exp = solvers.solve(
+        SemilinearField(heat, lambda t, u: torch.zeros_like(u)), u0, (0.0, 400.0), method="etd1", dt=20.0
+    )
     assert exp.status == "success" and float(exp.u[-1].abs().max()) <= float(u0.abs().max())
 
 
@@ -76,7 +81,9 @@ def test_semilinear_methods_converge_at_their_order_with_a_non_commuting_rest(me
     exact = (torch.linalg.matrix_exp(full) @ u0.reshape(-1)).reshape(n, d)
     field = SemilinearField(DiagonalLinear([lap], [D]), lambda t, u: u @ M.T)
     steps = [1 / 8, 1 / 16, 1 / 32, 1 / 64]
-    errors = [float((solvers.solve(field, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps]
+    errors = [
+        float((solvers.solve(field, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps
+    ]
     assert abs(fitted_order(steps, errors) - order) < 0.3
 
 

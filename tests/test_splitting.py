@@ -19,7 +19,9 @@ def three_parts():
 
 def _order(split, total, u0, method, steps=(1 / 4, 1 / 8, 1 / 16, 1 / 32)):
     exact = total.exact(u0, 1.0)
-    errors = [float((solvers.solve(split, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps]
+    errors = [
+        float((solvers.solve(split, u0, (0.0, 1.0), method=method, dt=h).u[-1] - exact).abs().max()) for h in steps
+    ]
     return fitted_order(list(steps), errors), errors
 
 
@@ -35,7 +37,9 @@ def test_splitting_with_exact_sub_flows_converges_at_its_order(three_parts, meth
 @pytest.mark.parametrize("sub", ["midpoint", "heun", "rk4"])
 def test_strang_stays_second_order_with_second_order_sub_flows(three_parts, sub):
     parts, total, u0 = three_parts
-    split = SplitField({"a": parts[0], "b": SubFlow(parts[1].__call__, method=sub), "c": SubFlow(parts[2].__call__, method=sub)})
+    split = SplitField(
+        {"a": parts[0], "b": SubFlow(parts[1].__call__, method=sub), "c": SubFlow(parts[2].__call__, method=sub)}
+    )
     assert abs(_order(split, total, u0, "strang")[0] - 2) < 0.3
 
 
