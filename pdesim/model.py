@@ -1,0 +1,378 @@
+"""``MasterPDE``: the Transformer as the field du/dt = f(t, u) of DESIGN §2–3, for ``solvers.solve``.
+
+The velocity is a sum of named terms — diffusion, attention, reaction, and the stabilizers
+(no residual: −u; ``relax``: −κ(u − LN₁u)) — followed by the tangent projection when
+``norm="tangent"`` and by zeroing padded tokens. The same term objects serve three views:
+``forward`` (their sum), ``parts()`` (for splitting methods) and ``semilinear()`` (D⊙L apart,
+for IMEX/exponential methods), so the views agree by construction. For the gradient-flow
+configuration, ``energy`` is a Lyapunov function and the velocity is exactly −∇E (or −P_u∇E).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from solvers.fields import SemilinearField
+from solvers.spectral import DiagonalLinear, Laplacian1D
+
+from .config import PDEConfig
+from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, SymmetricAttention
+
+Field = Callable[[Any, torch.Tensor], torch.Tensor]
+
+# Independent random streams per purpose, so that switching one term off or resizing it never
+# changes the weights of another, nor the initial state.
+_STREAM_INITIAL_STATE, _STREAM_ATTENTION, _STREAM_REACTION = 0, 1, 2
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A well-mixed 64-bit seed for one purpose of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence(seed, spawn_key=(stream,)).generate_state(1, dtype=np.uint64)[0])
+
+
+def sinusoidal_positions(tokens: int, dim: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The Transformer's sin/cos position signal, shape (tokens, dim), entries in [−1, 1]."""
+    position = torch.arange(tokens, dtype=torch.float64).unsqueeze(-1)
+    frequency = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    signal = torch.zeros(tokens, dim, dtype=torch.float64)
+    signal[:, 0::2] = torch.sin(position * frequency)
+    signal[:, 1::2] = torch.cos(position * frequency)[:, : dim // 2]
+    return signal.to(dtype)
+
+
+def layernorm_manifold(u: torch.Tensor) -> torch.Tensor:
+    """Each token mapped to {v : mean(v) = 0, ‖v‖² = d}: LayerNorm with no affine and ε = 0."""
+    centred = u - u.mean(-1, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True))
+
+
+def tangent_projection(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """P_u w = w − mean(w) − ⟨w, v⟩/‖v‖² v per token, v = u − mean(u).
+
+    The result has zero mean and is orthogonal to v, so a flow along it keeps each token's
+    mean and centred norm: the tangent space of the LayerNorm manifold at u.
+    """
+    v = u - u.mean(-1, keepdim=True)
+    w = w - w.mean(-1, keepdim=True)
+    # clamp: a constant token (v = 0) has no radial direction to remove, not a 0/0.
+    ratio = (w * v).sum(-1, keepdim=True) / (v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return w - ratio * v
+
+
+class _Decay:
+    """The no-residual term −u, with its exact flow e^{−dt}u for splitting methods."""
+
+    def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return -u
+
+    def flow(self, u: torch.Tensor, dt: float) -> torch.Tensor:
+        return u * math.exp(-dt)
+
+
+class _Projected:
+    """A part of a tangent-flow field: P_u applied to one term."""
+
+    def __init__(self, field: Field):
+        self.field = field
+
+    def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return tangent_projection(u, self.field(t, u))
+
+
+class _Masked:
+    """A part of a padded field: padded tokens do not move."""
+
+    def __init__(self, field: Field, valid: torch.Tensor):
+        self.field, self.valid = field, valid.unsqueeze(-1)
+
+    def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.valid, self.field(t, u), 0.0)
+
+
+class MasterPDE(nn.Module):
+    """du/dt = G(u) (residual) or G(u) − u (no residual), G per the LayerNorm mode of DESIGN §3.
+
+    - ``pre``: G = Dif(u) + Att(LN₁u) + Rea(LN₂u)
+    - ``post``: G = Φ(u); pass ``model.projection`` (u ↦ LN₂u) to ``solvers.solve(project=...)``
+    - ``tangent``: du/dt = P_u(G − [no residual] u), G = Φ(u): the flow stays on the LN manifold
+    - ``relax``: G = Φ(u) − κ(u − LN₁u)
+    - ``none``: G = Φ(u)
+    with Φ = Dif + Att + Rea. Switched-off terms are never evaluated, but their modules exist:
+    every term draws its weights from its own stream of ``cfg.seed``, so turning attention off
+    leaves the reaction's weights unchanged. Weights are N(0, init_scale²/fan_in), biases 0.
+    ``forward`` is written for the hot path: no host syncs and no N×N softmax matrix.
+    """
+
+    def __init__(self, cfg: PDEConfig):
+        super().__init__()
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+            self.attention = self._seeded(_STREAM_ATTENTION, self._make_attention)
+            self.reaction = self._seeded(_STREAM_REACTION, self._make_reaction)
+        self.diffusion = Diffusion(
+            cfg.tokens, cfg.dim, cfg.diffusion_table(), scales=cfg.diffusion_scales, bc=cfg.bc,
+            spacing=cfg.spacing, learnable=cfg.learnable_diffusion, dtype=torch.float64,
+        )
+        self.ln1 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, dtype=torch.float64)
+        self.ln2 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, dtype=torch.float64)
+        # Built in float64 on the CPU, then cast: the same seed gives the same weights on every
+        # device, rounded to the target dtype.
+        self.to(device=cfg.device, dtype=cfg.torch_dtype)
+        self._valid: torch.Tensor | None = None
+        self._fields = self._build_fields()
+
+    # -- construction --------------------------------------------------------------------------
+    def _make_attention(self) -> nn.Module:
+        cfg = self.cfg
+        if cfg.attention_kind == "symmetric":
+            return SymmetricAttention(
+                cfg.dim, cfg.heads, temperature=cfg.beta, identity=cfg.attention_matrix == "identity"
+            )
+        return SoftmaxAttention(cfg.dim, cfg.heads, temperature=cfg.beta, causal=cfg.causal)
+
+    def _make_reaction(self) -> nn.Module:
+        cfg = self.cfg
+        kind = GradientReaction if cfg.reaction_kind == "gradient" else MLPReaction
+        return kind(cfg.dim, cfg.hidden_dim, cfg.activation)
+
+    def _seeded(self, stream: int, make: Callable[[], nn.Module]) -> nn.Module:
+        # The constructor's default init (drawn from the forked global RNG) is overwritten below.
+        with torch.device("cpu"):
+            module = make().to(torch.float64)
+        generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, stream))
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                std = self.cfg.init_scale / math.sqrt(layer.in_features)
+                with torch.no_grad():
+                    nn.init.normal_(layer.weight, 0.0, std, generator=generator)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+        return module
+
+    def _build_fields(self) -> dict[str, Field]:
+        """The active terms in summation order; rebuilt when the padding mask changes."""
+        cfg, fields = self.cfg, {}
+        shift = 0.0 if cfg.residual else -1.0
+        if self._valid is None and cfg.has_diffusion:
+            fields["diffusion"] = self.diffusion.linear(shift)  # −u folded in: exact flow for splitting
+        else:
+            if cfg.has_diffusion:
+                fields["diffusion"] = self._masked_diffusion_term
+            if not cfg.residual:
+                fields["residual"] = _Decay()
+        if cfg.attention:
+            fields["attention"] = self._attention_term
+        if cfg.reaction:
+            fields["reaction"] = self._reaction_term
+        if cfg.norm == "relax":
+            fields["stabilizer"] = self._stabilizer_term
+        return fields
+
+    # -- the terms -------------------------------------------------------------------------------
+    def _masked_diffusion_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return self.diffusion(u, self._valid)
+
+    def _attention_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.ln1(u) if self.cfg.norm == "pre" else u, self._valid)
+
+    def _reaction_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return self.reaction(self.ln2(u) if self.cfg.norm == "pre" else u)
+
+    def _stabilizer_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return -self.cfg.relax_kappa * (u - self.ln1(u))
+
+    # -- the field -------------------------------------------------------------------------------
+    def forward(self, t: float | torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """du/dt at state u of shape (B, N, d); t is accepted for the solver and not used (autonomous)."""
+        velocity = None
+        for field in self._fields.values():
+            term = field(t, u)
+            velocity = term if velocity is None else velocity + term
+        if velocity is None:
+            velocity = torch.zeros_like(u)
+        if self.cfg.norm == "tangent":
+            velocity = tangent_projection(u, velocity)
+        if self._valid is not None:
+            velocity = torch.where(self._valid.unsqueeze(-1), velocity, 0.0)
+        return velocity
+
+    @property
+    def projection(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For ``norm="post"``: u ↦ LN₂(u) (padded tokens untouched), to apply after every step; else None."""
+        return self._project if self.cfg.norm == "post" else None
+
+    def _project(self, u: torch.Tensor) -> torch.Tensor:
+        projected = self.ln2(u)
+        return projected if self._valid is None else torch.where(self._valid.unsqueeze(-1), projected, u)
+
+    def parts(self) -> dict[str, Field]:
+        """The field as ordered named parts whose sum is ``forward``, for lie/strang splitting.
+
+        Without a mask and off the tangent mode, "diffusion" is a ``DiagonalLinear`` (D⊙L, minus
+        I without residual) and "residual" an exact decay, so splitting advances them exactly.
+        Under ``tangent`` each part is projected; under a mask each part leaves padding still.
+        """
+        fields = dict(self._fields) or {"zero": lambda t, u: torch.zeros_like(u)}
+        if self.cfg.norm == "tangent":
+            fields = {name: _Projected(field) for name, field in fields.items()}
+        if self._valid is not None:
+            fields = {name: _Masked(field, self._valid) for name, field in fields.items()}
+        return fields
+
+    def semilinear(self) -> SemilinearField:
+        """f = A u + N(u) with A = D⊙L (− I without residual) for IMEX/exponential methods."""
+        if self._valid is not None:
+            raise ValueError(
+                "semilinear() needs the full token grid: spectral methods cannot honour a padding mask; "
+                "clear it with set_padding_mask(None) or use an explicit method"
+            )
+        cfg = self.cfg
+        shift = 0.0 if cfg.residual else -1.0
+        if cfg.has_diffusion:
+            linear = self.diffusion.linear(shift)
+        else:
+            grid = Laplacian1D(cfg.tokens, cfg.bc, dim=-2, spacing=cfg.spacing)
+            linear = DiagonalLinear([grid], [0.0], shift=shift)
+        if cfg.norm == "tangent":
+            return SemilinearField(linear, lambda t, u: self(t, u) - linear(t, u))
+        rest = [f for name, f in self._fields.items() if name not in ("diffusion", "residual")]
+
+        def nonlinear(t: Any, u: torch.Tensor) -> torch.Tensor:
+            total = torch.zeros_like(u)
+            for field in rest:
+                total = total + field(t, u)
+            return total
+
+        return SemilinearField(linear, nonlinear)
+
+    # -- padding ---------------------------------------------------------------------------------
+    @property
+    def padding_mask(self) -> torch.Tensor | None:
+        """The (B, N) bool mask of valid tokens in use, or None."""
+        return self._valid
+
+    def set_padding_mask(self, mask: torch.Tensor | None) -> None:
+        """Use a (B, N) bool mask of valid tokens (right padding, at least one valid per row).
+
+        Attention ignores padded keys, diffusion reflects at each sequence's last valid token,
+        and padded tokens get zero velocity. Checked here, once, so the hot path need not.
+        """
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.ndim != 2:
+                raise ValueError("padding mask must be a (batch, tokens) bool tensor of valid tokens")
+            if mask.shape[1] != self.cfg.tokens:
+                raise ValueError(f"padding mask has {mask.shape[1]} tokens but the model has tokens={self.cfg.tokens}")
+            lengths = mask.sum(-1, keepdim=True)
+            if not bool((lengths >= 1).all()):
+                raise ValueError("padding mask has a sequence with no valid token")
+            prefix = torch.arange(mask.shape[1], device=mask.device) < lengths
+            if not torch.equal(prefix, mask):
+                raise ValueError("padding mask must be right padding: each row a run of True then only False")
+            mask = mask.to(torch.device(self.cfg.device)).clone()
+        self._valid = mask
+        self._fields = self._build_fields()
+
+    @contextmanager
+    def masked(self, mask: torch.Tensor | None) -> Iterator[MasterPDE]:
+        """``with model.masked(mask): ...`` uses ``mask`` inside the block and restores the previous one."""
+        previous = self._valid
+        self.set_padding_mask(mask)
+        try:
+            yield self
+        finally:
+            self._valid = previous
+            self._fields = self._build_fields()
+
+    # -- initial condition -----------------------------------------------------------------------
+    def initial_state(self, batch: int, *, seed: int | None = None) -> torch.Tensor:
+        """Seeded embeddings u(x, 0), shape (batch, tokens, dim), on the model's device and dtype.
+
+        Entries are i.i.d. N(0, 1) (a token's norm ≈ √d, the LayerNorm scale), plus the
+        sinusoidal position signal when ``cfg.positional``. ``seed`` defaults to ``cfg.seed``
+        and uses its own stream, independent of the weights. Under ``tangent`` the state is
+        put on the LayerNorm manifold exactly; under ``post`` it is passed through the projection.
+        """
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch={batch!r} must be an integer >= 1")
+        cfg = self.cfg
+        stream_seed = derived_seed(cfg.seed if seed is None else seed, _STREAM_INITIAL_STATE)
+        generator = torch.Generator().manual_seed(stream_seed)
+        u = torch.randn(batch, cfg.tokens, cfg.dim, generator=generator, dtype=torch.float64)
+        if cfg.positional:
+            u = u + sinusoidal_positions(cfg.tokens, cfg.dim)
+        if cfg.norm == "tangent":
+            u = layernorm_manifold(u)
+        u = u.to(device=cfg.device, dtype=cfg.torch_dtype)
+        if cfg.norm == "post":
+            with torch.no_grad():
+                u = self._project(u)
+        return u
+
+    # -- energy ----------------------------------------------------------------------------------
+    def _token_sum(self, per_token: torch.Tensor) -> torch.Tensor:
+        if self._valid is not None:
+            per_token = torch.where(self._valid, per_token, 0.0)
+        return per_token.sum(-1)
+
+    def energy_parts(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each term's potential at u, shape (B,) each, over valid tokens; only terms that have one.
+
+        "diffusion" E_D, "attention" E_A (symmetric kind), "reaction" ΣΨ (gradient kind),
+        "residual" ½‖u‖² (without residual), "stabilizer" κ Σ_tokens (½‖u‖² − √d‖u − ū‖) (relax).
+        The potentials are evaluated at u itself, also under ``pre`` (whose terms see LN(u)).
+        """
+        cfg, parts = self.cfg, {}
+        if cfg.has_diffusion:
+            parts["diffusion"] = self.diffusion.energy(u, self._valid)
+        if cfg.attention and cfg.attention_kind == "symmetric":
+            parts["attention"] = self.attention.energy(u, self._valid)
+        if cfg.reaction and cfg.reaction_kind == "gradient":
+            parts["reaction"] = self._token_sum(self.reaction.potential(u))
+        if not cfg.residual:
+            parts["residual"] = 0.5 * self._token_sum(u.pow(2).sum(-1))
+        if cfg.norm == "relax":
+            centred = (u - u.mean(-1, keepdim=True)).norm(dim=-1)
+            per_token = 0.5 * u.pow(2).sum(-1) - math.sqrt(cfg.dim) * centred
+            parts["stabilizer"] = cfg.relax_kappa * self._token_sum(per_token)
+        return parts
+
+    def energy(self, u: torch.Tensor) -> torch.Tensor:
+        """E(u) of DESIGN §2, shape (B,): a Lyapunov function exactly when ``energy_is_exact``."""
+        total = u.new_zeros(u.shape[0])
+        for value in self.energy_parts(u).values():
+            total = total + value
+        return total
+
+    @property
+    def energy_is_exact(self) -> bool:
+        """True when du/dt = −∇E (norm none/relax) or −P_u∇E (tangent), so E never increases.
+
+        Needs every active term to be a gradient (diffusion; symmetric attention; gradient
+        reaction) and norm "none" or "tangent", or "relax" with ε = 0 and an identity LN₁ affine.
+        """
+        cfg = self.cfg
+        if cfg.attention and cfg.attention_kind != "symmetric":
+            return False
+        if cfg.reaction and cfg.reaction_kind != "gradient":
+            return False
+        if cfg.norm in ("none", "tangent"):
+            return True
+        if cfg.norm == "relax" and cfg.ln_eps == 0.0:
+            with torch.no_grad():
+                return bool((self.ln1.weight == 1).all()) and bool((self.ln1.bias == 0).all())
+        return False
+
+    def norm_energy(self, u: torch.Tensor) -> torch.Tensor:
+        """V(u) = ½‖u‖² over valid tokens, shape (B,): reported for every configuration."""
+        return 0.5 * self._token_sum(u.pow(2).sum(-1))
+
+    def extra_repr(self) -> str:
+        cfg = self.cfg
+        return f"tokens={cfg.tokens}, dim={cfg.dim}, norm={cfg.norm!r}, residual={cfg.residual}"
