@@ -88,6 +88,10 @@ class PDEConfig:
     ``temperature`` None means β = 1/sqrt(dim/heads); ``ffn_dim`` None means 4·dim.
     ``attention_matrix`` applies to symmetric attention only: "learned" (A_h = W_hᵀW_h) or
     "identity" (A = I). ``dtype`` may be given as a torch.dtype and is stored by name.
+    ``decay`` is the rate κ_r of the −κ_r·u term that replaces the identity path when
+    ``residual=False`` (DESIGN §3 has κ_r = 1). A discrete block whose k sub-layers each drop
+    their identity path, u ← (1 − h)u + hX, is consistent with κ_r = k: see
+    ``Transformer.continuous_config``.
     """
 
     tokens: int = 64
@@ -111,6 +115,7 @@ class PDEConfig:
     activation: str = "gelu"
     ffn_dim: int | None = None
     relax_kappa: float = 1.0
+    decay: float = 1.0
     ln_eps: float = 1e-5
     init_scale: float = 1.0
     positional: bool = True
@@ -134,6 +139,7 @@ class PDEConfig:
         _check_int("seed", self.seed, 0)
         self.spacing = _check_number("spacing", self.spacing, minimum=0.0, strict=True)
         self.relax_kappa = _check_number("relax_kappa", self.relax_kappa, minimum=0.0)
+        self.decay = _check_number("decay", self.decay, minimum=0.0)
         self.ln_eps = _check_number("ln_eps", self.ln_eps, minimum=0.0)
         self.init_scale = _check_number("init_scale", self.init_scale, minimum=0.0)
         if self.temperature is not None:

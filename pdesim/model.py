@@ -67,13 +67,16 @@ def tangent_projection(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 class _Decay:
-    """The no-residual term −u, with its exact flow e^{−dt}u for splitting methods."""
+    """The no-residual term −κ_r u, with its exact flow e^{−κ_r dt}u for splitting methods."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
 
     def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        return -u
+        return -self.rate * u
 
     def flow(self, u: torch.Tensor, dt: float) -> torch.Tensor:
-        return u * math.exp(-dt)
+        return u * math.exp(-self.rate * dt)
 
 
 class _Projected:
@@ -159,14 +162,14 @@ class MasterPDE(nn.Module):
     def _build_fields(self) -> dict[str, Field]:
         """The active terms in summation order; rebuilt when the padding mask changes."""
         cfg, fields = self.cfg, {}
-        shift = 0.0 if cfg.residual else -1.0
+        shift = 0.0 if cfg.residual else -cfg.decay
         if self._valid is None and cfg.has_diffusion:
             fields["diffusion"] = self.diffusion.linear(shift)  # −u folded in: exact flow for splitting
         else:
             if cfg.has_diffusion:
                 fields["diffusion"] = self._masked_diffusion_term
             if not cfg.residual:
-                fields["residual"] = _Decay()
+                fields["residual"] = _Decay(cfg.decay)
         if cfg.attention:
             fields["attention"] = self._attention_term
         if cfg.reaction:
@@ -234,7 +237,7 @@ class MasterPDE(nn.Module):
                 "clear it with set_padding_mask(None) or use an explicit method"
             )
         cfg = self.cfg
-        shift = 0.0 if cfg.residual else -1.0
+        shift = 0.0 if cfg.residual else -cfg.decay
         if cfg.has_diffusion:
             linear = self.diffusion.linear(shift)
         else:
@@ -325,7 +328,7 @@ class MasterPDE(nn.Module):
         """Each term's potential at u, shape (B,) each, over valid tokens; only terms that have one.
 
         "diffusion" E_D, "attention" E_A (symmetric kind), "reaction" ΣΨ (gradient kind),
-        "residual" ½‖u‖² (without residual), "stabilizer" κ Σ_tokens (½‖u‖² − √d‖u − ū‖) (relax).
+        "residual" ½κ_r‖u‖² (without residual), "stabilizer" κ Σ_tokens (½‖u‖² − √d‖u − ū‖) (relax).
         The potentials are evaluated at u itself, also under ``pre`` (whose terms see LN(u)).
         """
         cfg, parts = self.cfg, {}
@@ -336,7 +339,7 @@ class MasterPDE(nn.Module):
         if cfg.reaction and cfg.reaction_kind == "gradient":
             parts["reaction"] = self._token_sum(self.reaction.potential(u))
         if not cfg.residual:
-            parts["residual"] = 0.5 * self._token_sum(u.pow(2).sum(-1))
+            parts["residual"] = 0.5 * cfg.decay * self._token_sum(u.pow(2).sum(-1))
         if cfg.norm == "relax":
             centred = (u - u.mean(-1, keepdim=True)).norm(dim=-1)
             per_token = 0.5 * u.pow(2).sum(-1) - math.sqrt(cfg.dim) * centred
