@@ -129,9 +129,10 @@ def test_symmetric_attention_matches_the_usa_formula():
 # -- the gradient-flow configuration -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(residual=False), dict(residual=False, decay=2.0), dict(attention_matrix="identity", diffusion_scales=(1, 3), bc="periodic"),
+    [dict(), dict(residual=False), dict(residual=False, decay=2.0),
+     dict(attention_matrix="identity", diffusion_scales=(1, 3), bc="periodic"),
      dict(norm="relax", ln_eps=0.0, relax_kappa=0.7), dict(activation="relu", bc="dirichlet")],
-    ids=["none", "no-residual", "identity-multiscale-periodic", "relax-eps0", "relu-dirichlet"],
+    ids=["none", "no-residual", "no-residual-decay2", "identity-multiscale-periodic", "relax-eps0", "relu-dirichlet"],
 )
 def test_gradient_flow_velocity_is_exactly_minus_the_energy_gradient(changes):
     model = gradient_flow_model(**changes)
