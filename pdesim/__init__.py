@@ -1,14 +1,18 @@
 """pdesim: the Transformer as a reaction–diffusion–nonlocal PDE (DESIGN.md).
 
 ``PDEConfig`` describes the system, ``MasterPDE`` is its right-hand side du/dt = f(t, u) for
-``solvers.solve``, and ``pdesim.terms`` holds the individual PDE terms.
+``solvers.solve``, and ``pdesim.terms`` holds the individual PDE terms. ``Transformer`` is the
+discrete network that shares a MasterPDE's weights, and ``PDEDiffusion`` the paper's learnable
+diffusion layer, insertable at the seven ``POSITIONS``.
 """
 
 from .config import ConfigError, PDEConfig
+from .diffusion_layer import PDEDiffusion
 from .model import MasterPDE
 from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, SymmetricAttention
+from .transformer import POSITIONS, LayeredPDE, Transformer
 
 __all__ = [
-    "ConfigError", "Diffusion", "GradientReaction", "MLPReaction", "MasterPDE", "PDEConfig",
-    "SoftmaxAttention", "SymmetricAttention",
+    "POSITIONS", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction", "MasterPDE",
+    "PDEConfig", "PDEDiffusion", "SoftmaxAttention", "SymmetricAttention", "Transformer",
 ]
