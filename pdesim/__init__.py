@@ -6,6 +6,7 @@ discrete network that shares a MasterPDE's weights, and ``PDEDiffusion`` the pap
 diffusion layer, insertable at the seven ``POSITIONS``.
 """
 
+from .classifier import Classifier
 from .config import ConfigError, PDEConfig
 from .diffusion_layer import PDEDiffusion
 from .model import MasterPDE
@@ -13,6 +14,6 @@ from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, S
 from .transformer import POSITIONS, LayeredPDE, Transformer
 
 __all__ = [
-    "POSITIONS", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction", "MasterPDE",
+    "POSITIONS", "Classifier", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction", "MasterPDE",
     "PDEConfig", "PDEDiffusion", "SoftmaxAttention", "SymmetricAttention", "Transformer",
 ]

@@ -220,12 +220,7 @@ class Transformer(nn.Module):
                 f"decay={cfg.decay:g}; build it from Transformer.continuous_config(cfg) to pair them"
             )
         pdes = [copy.deepcopy(model) for _ in range(layers)] if per_layer else [model] * layers
-        if isinstance(diffusion_at, Mapping):
-            inserts = dict(diffusion_at)
-        else:
-            inserts = {name: PDEDiffusion(cfg.dim, scales=diffusion_scales) for name in diffusion_at}
-            for layer in inserts.values():
-                layer.to(device=cfg.device, dtype=cfg.torch_dtype)
+        inserts = make_inserts(cfg, diffusion_at, diffusion_scales)
         return cls(pdes, t_end, order=order, substep=substep, inserts=inserts)
 
     @staticmethod
@@ -254,6 +249,18 @@ class Transformer(nn.Module):
         if len(self.pdes) == 1:
             return self.pdes[0]
         return LayeredPDE(self._pde_sequence, self.t_end)
+
+
+def make_inserts(
+    cfg: PDEConfig, diffusion_at: Iterable[str] | Mapping[str, nn.Module], scales: tuple[int, ...] = (1,)
+) -> dict[str, nn.Module]:
+    """One PDE Diffusion Layer per named position (or the given layers), on the config's device/dtype."""
+    if isinstance(diffusion_at, Mapping):
+        return dict(diffusion_at)
+    inserts = {name: PDEDiffusion(cfg.dim, scales=scales) for name in diffusion_at}
+    for layer in inserts.values():
+        layer.to(device=cfg.device, dtype=cfg.torch_dtype)
+    return inserts
 
 
 def _unique(modules: list[nn.Module]) -> list[nn.Module]:

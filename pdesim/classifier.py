@@ -1,0 +1,107 @@
+"""A sequence classifier around the discrete Transformer: embed, run the blocks, pool, classify.
+
+    ids (B, n) ─ token + position embedding ─ [CLS] ─ blocks (pdesim.Transformer) ─ LN_f (pre-LN)
+        ─ pool (mean over valid tokens, or the CLS token) ─ linear head ─ logits (B, classes)
+
+The blocks are a ``pdesim.Transformer`` built from a ``MasterPDE``, so every switch of the PDE
+(norm, residual, diffusion, ...) and every PDE Diffusion Layer position applies unchanged.
+By default each layer has its own weights and h = 1 (an ordinary Transformer); pass
+``per_layer=False`` and ``t_end`` for the weight-tied, time-stepped variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .config import ConfigError, PDEConfig
+from .model import MasterPDE, sinusoidal_positions
+from .transformer import Transformer, make_inserts
+
+POOLINGS = ("mean", "cls")
+
+
+class Classifier(nn.Module):
+    """Logits for token sequences; ``cfg.tokens`` is the sequence length the blocks see (CLS included)."""
+
+    def __init__(
+        self,
+        cfg: PDEConfig,
+        *,
+        vocab_size: int,
+        num_classes: int,
+        layers: int,
+        t_end: float | None = None,
+        pooling: str = "mean",
+        pad_id: int | None = 0,
+        per_layer: bool = True,
+        order: str = "lie",
+        diffusion_at: Iterable[str] = (),
+        diffusion_scales: tuple[int, ...] = (1,),
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling={pooling!r} is not one of 'mean', 'cls'")
+        for name, value in (("vocab_size", vocab_size), ("num_classes", num_classes)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+        self.cfg, self.pooling, self.pad_id = cfg, pooling, pad_id
+        self.max_len = cfg.tokens - (1 if pooling == "cls" else 0)
+        if self.max_len < 1:
+            raise ConfigError(f"tokens={cfg.tokens} leaves no room for a sequence next to the CLS token")
+        if not isinstance(layers, int) or layers < 1:
+            raise ConfigError(f"layers={layers!r} must be an integer >= 1")
+        block_cfg = Transformer.continuous_config(cfg)
+        # Per-layer weights are drawn from their own seeds, as in an ordinary Transformer.
+        pdes = (
+            [MasterPDE(block_cfg.replace(seed=cfg.seed + 7919 * index)) for index in range(layers)]
+            if per_layer
+            else [MasterPDE(block_cfg)] * layers
+        )
+        self.blocks = Transformer(
+            pdes,
+            float(layers) if t_end is None else t_end,
+            order=order,
+            inserts=make_inserts(cfg, diffusion_at, diffusion_scales),
+        )
+        factory = {"device": cfg.device, "dtype": cfg.torch_dtype}
+        with torch.random.fork_rng(devices=[]):  # seeded, and the global RNG is left alone
+            torch.manual_seed(cfg.seed)
+            self.embed = nn.Embedding(vocab_size, cfg.dim, **factory)
+            self.head = nn.Linear(cfg.dim, num_classes, **factory)
+        self.position = nn.Parameter(sinusoidal_positions(self.max_len, cfg.dim).to(**factory))
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim, **factory)) if pooling == "cls" else None
+        self.ln_f = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, **factory) if cfg.norm == "pre" else nn.Identity()
+
+    def valid_mask(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """(B, n) bool mask of real tokens (ids != pad_id), or None without a pad id."""
+        return None if self.pad_id is None else ids != self.pad_id
+
+    def embed_tokens(self, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The initial condition u(x, 0) of the blocks and its mask (CLS prepended when pooling='cls')."""
+        if ids.ndim != 2 or ids.shape[1] != self.max_len:
+            raise ValueError(f"expected token ids of shape (batch, {self.max_len}), got {tuple(ids.shape)}")
+        u = self.embed(ids) + self.position
+        if self.cls is not None:
+            u = torch.cat([self.cls.expand(ids.shape[0], -1, -1), u], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask.new_ones(ids.shape[0], 1), mask], dim=1)
+        return u, mask
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None, return_states: bool = False):
+        """Logits (B, classes); with ``return_states`` also every layer's state (L + 1, B, N, d)."""
+        mask = self.valid_mask(ids) if mask is None else mask
+        u, mask = self.embed_tokens(ids, mask)
+        states = self.blocks(u, mask, return_all=True)
+        x = self.ln_f(states[-1])
+        if self.pooling == "cls":
+            pooled = x[:, 0]
+        elif mask is None:
+            pooled = x.mean(dim=1)
+        else:
+            weights = mask.unsqueeze(-1).to(x.dtype)
+            pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        logits = self.head(pooled)
+        return (logits, states) if return_states else logits
