@@ -24,24 +24,37 @@ SYNC_EVERY = 32
 
 
 class _BlowupGuard:
-    """Remembers, on the device, the first time the state's max |u| left [0, threshold]."""
+    """Watches max |u| after every step without a host sync per step.
+
+    Each step writes the state's (min, max) into a small device buffer (one fused kernel); the
+    buffer is read back when it is full and at save points, and the first step whose max |u|
+    left [0, threshold] (nan included) is reported with its time.
+    """
 
     def __init__(self, threshold: float | None, like: torch.Tensor):
         self.threshold = threshold
-        self.first_bad = torch.full((), math.nan, dtype=torch.float64, device=like.device)
+        self.extremes = torch.empty(SYNC_EVERY, 2, dtype=like.dtype, device=like.device)
+        self.times: list[float] = []
+        self.first_bad: float | None = None
 
     def observe(self, t: float, u: torch.Tensor) -> None:
-        if self.threshold is None:
+        if self.threshold is None or self.first_bad is not None:
             return
-        amax = u.detach().abs().amax()
-        bad = ~(amax <= self.threshold)  # also true for nan
-        self.first_bad = torch.where(
-            bad & self.first_bad.isnan(), torch.tensor(t, dtype=torch.float64, device=amax.device), self.first_bad
-        )
+        row = self.extremes[len(self.times)]
+        torch.aminmax(u.detach(), out=(row[0], row[1]))
+        self.times.append(t)
+        if len(self.times) == SYNC_EVERY:
+            self.check()
 
-    def tripped(self) -> float | None:
-        value = float(self.first_bad)
-        return None if math.isnan(value) else value
+    def check(self) -> float | None:
+        """Reads the buffered steps back (one sync) and returns the first bad time, if any."""
+        if self.times and self.first_bad is None:
+            largest = self.extremes[: len(self.times)].abs().amax(dim=1)
+            bad = (~(largest <= self.threshold)).nonzero()
+            if len(bad):
+                self.first_bad = self.times[int(bad[0, 0])]
+            self.times.clear()
+        return self.first_bad
 
 
 def integrate_fixed(
@@ -117,11 +130,11 @@ def integrate_fixed(
                             save(t_now, u)
                             status, message = Status.EVENT, f"terminal event at t={hit:g}"
                             break
-                    if steps % SYNC_EVERY == 0 and guard.tripped() is not None:
+                    if guard.first_bad is not None:
                         break
                 if status is Status.EVENT:
                     break
-            bad_at = guard.tripped()
+            bad_at = guard.check()
             if bad_at is not None:
                 t_event = bad_at
                 if bool(torch.isfinite(u).all()):
