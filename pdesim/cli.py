@@ -1,104 +1,181 @@
-"""The ``pdesim`` command line: ``pdesim run`` integrates the master PDE and prints what happened.
+"""The ``pdesim`` command line: ``run`` an experiment, ``compare`` runs, print stability ``info``.
 
-Bad input is one line on stderr and exit code 2; an explosion is a result (status ``blowup``),
-reported in the summary with exit code 0.
+Bad input is one line on stderr and exit code 2. An explosion is a result (status ``blowup`` in
+the summary, exit code 0). Ctrl-C saves the partial run, says so, and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
 import solvers
 
-from .config import ConfigError, PDEConfig
-from .model import MasterPDE
+from . import tomlio
+from .config import NORMS, ConfigError, PDEConfig
+from .experiment import PRESETS, RunSpec, preset_spec, run
+from .figures import run_figures
+from .rundir import RunDirError, read_metrics, read_summary, write_run
+from .stability import stability_report
 
-NORMS = ("pre", "post", "tangent", "relax", "none")
+# CLI flag -> PDEConfig field, for the flags that map one to one.
+PDE_FLAGS = {"tokens": "tokens", "dim": "dim", "heads": "heads", "diffusion": "diffusion", "bc": "bc",
+             "seed": "seed", "device": "device", "dtype": "dtype", "init_scale": "init_scale"}
+RUN_FLAGS = ("solver", "dt", "t_end", "rtol", "atol", "batch", "saves", "layers", "blowup")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    stabilizers = parser.add_argument_group("stabilizers")
+    stabilizers.add_argument("--no-residual", action="store_true", help="drop the identity path: du/dt = G(u) - k u")
+    stabilizers.add_argument("--no-layernorm", action="store_true", help="norm = none: no stability control")
+    stabilizers.add_argument("--norm", choices=NORMS, help="LayerNorm mode (default pre)")
+    system = parser.add_argument_group("the system")
+    system.add_argument("--tokens", type=int, help="number of tokens N (default 64)")
+    system.add_argument("--dim", type=int, help="channels d (default 32)")
+    system.add_argument("--heads", type=int, help="attention heads (default 4)")
+    system.add_argument("--diffusion", type=float, help="diffusion coefficient D (default 0.1; 0 = off)")
+    system.add_argument("--bc", help="boundary condition: neumann, periodic, dirichlet")
+    system.add_argument("--init-scale", type=float, help="weight gain: entries ~ N(0, s^2/fan_in)")
+    system.add_argument("--seed", type=int, help="seed of weights and initial state (default 0)")
+    integration = parser.add_argument_group("integration")
+    integration.add_argument("--solver", help=f"one of {', '.join(solvers.METHODS)} (default rk4)")
+    integration.add_argument("--dt", type=float, help="step of fixed-step solvers (default 0.05)")
+    integration.add_argument("--steps", type=int, help="number of fixed steps over [0, T] (sets dt = T/steps)")
+    integration.add_argument("--t-end", type=float, help="final time T, the depth (default 4)")
+    integration.add_argument("--rtol", type=float, help="relative tolerance of adaptive solvers")
+    integration.add_argument("--atol", type=float, help="absolute tolerance of adaptive solvers")
+    integration.add_argument("--saves", type=int, help="saved times including t = 0 (default 41)")
+    integration.add_argument("--layers", type=int, help="layers L of the Transformer, h = T/L (default 16)")
+    integration.add_argument("--batch", type=int, help="sequences per run (default 2)")
+    integration.add_argument("--blowup", type=float, help="max |u| at which a run stops as 'blowup' (default 1e6)")
+    integration.add_argument("--device", help="torch device (default cpu)")
+    integration.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="a shipped experiment (see README)")
+    parser.add_argument("--config", help="a config.toml (e.g. from a run directory); flags override it")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdesim", description="The Transformer as a reaction-diffusion-nonlocal PDE.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="integrate the master PDE on the built-in default and summarize")
-    run.add_argument("--norm", choices=NORMS, default="pre", help="LayerNorm placement (default: pre)")
-    run.add_argument("--no-layernorm", action="store_true", help="same as --norm none: no stability control")
-    run.add_argument("--no-residual", action="store_true", help="du/dt = G(u) - u: no identity path")
-    run.add_argument("--solver", default="rk4", help=f"integration method: {', '.join(solvers.METHODS)}")
-    run.add_argument("--dt", type=float, default=0.05, help="step size of fixed-step methods (default 0.05)")
-    run.add_argument("--t-end", type=float, default=4.0, help="final time T = depth (default 4)")
-    run.add_argument("--saves", type=int, default=9, help="number of saved times, t=0 included (default 9)")
-    run.add_argument("--rtol", type=float, default=None, help="relative tolerance of adaptive methods")
-    run.add_argument("--atol", type=float, default=None, help="absolute tolerance of adaptive methods")
-    run.add_argument("--tokens", type=int, default=64)
-    run.add_argument("--dim", type=int, default=32)
-    run.add_argument("--heads", type=int, default=4)
-    run.add_argument("--diffusion", type=float, default=0.1, help="diffusion coefficient D (0 turns it off)")
-    run.add_argument("--bc", default="neumann", help="boundary condition: neumann, periodic, dirichlet")
-    run.add_argument("--batch", type=int, default=2)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="cpu")
-    run.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    run.add_argument("--blowup", type=float, default=1e6, help="max |u| at which the run stops as 'blowup'")
+    run_cmd = commands.add_parser("run", help="integrate the PDE and run the Transformer side by side, measure, draw")
+    _add_config_flags(run_cmd)
+    run_cmd.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
+    run_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare = commands.add_parser("compare", help="overlay the curves of several run directories")
+    compare.add_argument("runs", nargs="+", help="run directories")
+    compare.add_argument("--out", help="folder for the comparison figures (default compare-<time>)")
+    info = commands.add_parser("info", help="stability report: Laplacian spectrum, CFL number, Jacobian, solver")
+    _add_config_flags(info)
     return parser
 
 
+def resolve_spec(args: argparse.Namespace) -> RunSpec:
+    """The RunSpec from --config, --preset and the flags (flags win)."""
+    if args.config:
+        spec = RunSpec.from_tables(tomlio.load(args.config))
+        if args.preset and args.preset != spec.preset:
+            spec = replace(spec, preset=args.preset)
+    else:
+        spec = preset_spec(args.preset or "standard")
+    pde_changes: dict[str, Any] = {field: getattr(args, flag) for flag, field in PDE_FLAGS.items()
+                                   if getattr(args, flag) is not None}
+    if args.norm is not None:
+        pde_changes["norm"] = args.norm
+    if args.no_layernorm:
+        if args.norm not in (None, "none"):
+            raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
+        pde_changes["norm"] = "none"
+    if args.no_residual:
+        pde_changes["residual"] = False
+    run_changes = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}
+    t_end = run_changes.get("t_end", spec.t_end)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ConfigError(f"--steps={args.steps} must be at least 1")
+        if args.dt is not None:
+            raise ConfigError("give --steps or --dt, not both")
+        run_changes["dt"] = t_end / args.steps
+    if run_changes.get("solver", spec.solver) not in solvers.FIXED_METHODS and "dt" not in run_changes:
+        run_changes["dt"] = None
+    return replace(spec, pde=spec.pde.replace(**pde_changes), **run_changes)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The end-of-run table: one row per arm and source."""
+    head = f"{'arm':<28} {'source':<12} {'status':<10} {'growth':>9} {'rate/t':>8} {'cos(u,u0)':>9} " \
+           f"{'CKA':>6} {'rank res':>8} {'E mono':>6}"
+    lines = [head, "-" * len(head)]
+    for label, arm in summary["arms"].items():
+        lines.append(f"{label:<28} {'pde':<12} {arm['status']:<10} {_format(arm.get('norm_growth')):>9} "
+                     f"{_format(arm.get('growth_rate')):>8} {_format(arm.get('final_mean_cosine')):>9} "
+                     f"{_format(arm.get('final_cka')):>6} {_format(arm.get('final_residual')):>8} "
+                     f"{_format(arm.get('energy_monotone_fraction')):>6}")
+        tf = arm.get("transformer")
+        if tf:
+            status = "blowup" if tf.get("blowup_layer") is not None else "-"
+            lines.append(f"{'':<28} {'transformer':<12} {status:<10} {_format(tf['norm_growth']):>9} "
+                         f"{_format(tf['growth_rate']):>8} {_format(tf['final_mean_cosine']):>9} "
+                         f"{_format(tf['final_cka']):>6} {_format(tf['final_residual']):>8} {'':>6}")
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace) -> int:
-    cfg = PDEConfig(
-        tokens=args.tokens,
-        dim=args.dim,
-        heads=args.heads,
-        diffusion=args.diffusion,
-        bc=args.bc,
-        norm="none" if args.no_layernorm else args.norm,
-        residual=not args.no_residual,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-    )
-    if args.saves < 2:
-        raise ConfigError(f"--saves={args.saves} must be at least 2")
-    model = MasterPDE(cfg)
-    u0 = model.initial_state(batch=args.batch)
-    fixed = args.solver in solvers.FIXED_METHODS
-    with torch.no_grad():
-        sol = solvers.solve(
-            model,
-            u0,
-            (0.0, args.t_end),
-            method=args.solver,
-            dt=args.dt if fixed else None,
-            rtol=None if fixed else args.rtol,
-            atol=None if fixed else args.atol,
-            t_eval=torch.linspace(0.0, args.t_end, args.saves, dtype=torch.float64),
-            project=model.projection if fixed else None,
-            blowup=args.blowup,
-            callbacks=[solvers.Progress()],
-        )
-        print(
-            f"master PDE: N={cfg.tokens} tokens, d={cfg.dim}, heads={cfg.heads}, D={cfg.diffusion}, bc={cfg.bc}, "
-            f"norm={cfg.norm}, residual={cfg.residual}, solver={args.solver}"
-        )
-        print(f"{'t':>8} {'mean |u_i|':>12} {'max |u|':>12} {'cos(u, u0)':>11} {'energy':>12}")
-        flat0 = u0.flatten(1)
-        for t, u in zip(sol.t.tolist(), sol.u):
-            token_norm = u.norm(dim=-1).mean()
-            cosine = torch.nn.functional.cosine_similarity(u, u0, dim=-1).mean()
-            energy = model.energy(u).mean()
-            print(
-                f"{t:8.3f} {float(token_norm):12.4g} {float(u.abs().max()):12.4g} {float(cosine):11.4f} "
-                f"{float(energy):12.4g}"
-            )
-        growth = float(sol.u[-1].flatten(1).norm(dim=1).mean() / flat0.norm(dim=1).mean())
-        rate = math.log(growth) / float(sol.t[-1]) if growth > 0 and float(sol.t[-1]) > 0 else math.nan
-    print(
-        f"status: {sol.status}  t_event: {sol.t_event}  norm growth: x{growth:.3g} (rate {rate:.3g}/unit time)  "
-        f"nfe: {sol.stats['nfe']}  wall: {sol.stats['wall_time']:.2f}s"
-    )
+    spec = resolve_spec(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    outcome = run(spec, progress=not args.quiet)
+    log = io.StringIO()
+    print(f"pdesim run: preset {spec.preset}: {outcome.summary['description']}", file=log)
+    cfg = spec.pde
+    print(f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} solver={spec.solver} "
+          f"dt={spec.dt} T={spec.t_end} layers={spec.layers} seed={cfg.seed}", file=log)
+    print(summary_table(outcome.summary), file=log)
+    for label, arm in outcome.summary["arms"].items():
+        if arm["status"] != "success":
+            print(f"{label}: {arm['status']}: {arm['message']}", file=log)
+    findings = outcome.summary.get("findings")
+    if findings:
+        print("findings: " + ", ".join(f"{k}={_format(v)}" for k, v in findings.items()), file=log)
+    if outcome.interrupted:
+        print("interrupted: the partial run (arms finished so far) is saved", file=log)
+    written = write_run(outcome, out, log_text=log.getvalue(), figures=run_figures)
+    print(log.getvalue() + f"run directory: {written}")
+    return 130 if outcome.interrupted else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .figures import compare_figures
+
+    runs = [Path(r) for r in args.runs]
+    summaries = {str(r): read_summary(r) for r in runs}
+    metrics = {str(r): read_metrics(r) for r in runs}
+    out = Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = compare_figures(metrics, out)
+    for run_dir, summary in summaries.items():
+        print(f"== {run_dir}: preset {summary['preset']}")
+        print(summary_table(summary))
+    print(f"comparison figures: {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args)
+    print(stability_report(spec))
     return 0
 
 
@@ -107,11 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
-    except (ConfigError, solvers.SolverInputError) as err:
+        if args.command == "compare":
+            return _compare(args)
+        return _info(args)
+    except (ConfigError, solvers.SolverInputError, tomlio.TomlError, RunDirError) as err:
         print(f"pdesim: error: {err}", file=sys.stderr)
         return 2
-    return 1
+    except KeyboardInterrupt:
+        print("pdesim: interrupted before anything was saved", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
+    torch.set_grad_enabled(True)
     sys.exit(main())

@@ -85,6 +85,8 @@ class PDEConfig:
     ``init_scale`` is the gain of every weight matrix: entries are drawn from
     N(0, init_scale² / fan_in) (biases start at zero, LayerNorms at the identity), so with
     init_scale = 1 each linear map roughly preserves a token's norm.
+    ``embed_scale`` is the standard deviation of the Gaussian token embeddings of
+    ``MasterPDE.initial_state`` (the positional signal keeps amplitude 1).
     ``temperature`` None means β = 1/sqrt(dim/heads); ``ffn_dim`` None means 4·dim.
     ``attention_matrix`` applies to symmetric attention only: "learned" (A_h = W_hᵀW_h) or
     "identity" (A = I). ``dtype`` may be given as a torch.dtype and is stored by name.
@@ -119,6 +121,7 @@ class PDEConfig:
     ln_eps: float = 1e-5
     init_scale: float = 1.0
     positional: bool = True
+    embed_scale: float = 1.0
     device: str = "cpu"
     dtype: str | torch.dtype = "float32"
 
@@ -140,6 +143,7 @@ class PDEConfig:
         self.spacing = _check_number("spacing", self.spacing, minimum=0.0, strict=True)
         self.relax_kappa = _check_number("relax_kappa", self.relax_kappa, minimum=0.0)
         self.decay = _check_number("decay", self.decay, minimum=0.0)
+        self.embed_scale = _check_number("embed_scale", self.embed_scale, minimum=0.0)
         self.ln_eps = _check_number("ln_eps", self.ln_eps, minimum=0.0)
         self.init_scale = _check_number("init_scale", self.init_scale, minimum=0.0)
         if self.temperature is not None:

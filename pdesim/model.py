@@ -297,7 +297,7 @@ class MasterPDE(nn.Module):
     def initial_state(self, batch: int, *, seed: int | None = None) -> torch.Tensor:
         """Seeded embeddings u(x, 0), shape (batch, tokens, dim), on the model's device and dtype.
 
-        Entries are i.i.d. N(0, 1) (a token's norm ≈ √d, the LayerNorm scale), plus the
+        Entries are i.i.d. N(0, embed_scale²) (a token's norm ≈ embed_scale·√d), plus the
         sinusoidal position signal when ``cfg.positional``. ``seed`` defaults to ``cfg.seed``
         and uses its own stream, independent of the weights. Under ``tangent`` the state is
         put on the LayerNorm manifold exactly; under ``post`` it is passed through the projection.
@@ -307,7 +307,7 @@ class MasterPDE(nn.Module):
         cfg = self.cfg
         stream_seed = derived_seed(cfg.seed if seed is None else seed, _STREAM_INITIAL_STATE)
         generator = torch.Generator().manual_seed(stream_seed)
-        u = torch.randn(batch, cfg.tokens, cfg.dim, generator=generator, dtype=torch.float64)
+        u = cfg.embed_scale * torch.randn(batch, cfg.tokens, cfg.dim, generator=generator, dtype=torch.float64)
         if cfg.positional:
             u = u + sinusoidal_positions(cfg.tokens, cfg.dim)
         if cfg.norm == "tangent":

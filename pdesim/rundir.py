@@ -1,0 +1,107 @@
+"""The run directory (DESIGN §8), written atomically, and read back for ``pdesim compare``.
+
+    RUN/config.toml    the resolved RunSpec; ``pdesim run --config RUN/config.toml`` reproduces it
+    RUN/metrics.csv    one row per arm, source (pde | transformer) and saved time
+    RUN/summary.json   statuses, growth rates, finals, findings
+    RUN/states.npz     saved states per arm and source (NumPy, no pickle)
+    RUN/figures/*.png  curves over time with the PDE and the Transformer overlaid
+    RUN/run.log        what the run printed
+
+Everything is written into a hidden sibling directory first and renamed into place at the
+end, so a crash or Ctrl-C never leaves a half-written run under the final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import tomlio
+from .experiment import METRIC_COLUMNS, RunOutcome
+
+CSV_COLUMNS = ("arm", "source", "t", *METRIC_COLUMNS)
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be written or read; one line."""
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _array_key(label: str, source: str) -> str:
+    clean = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+    return f"{clean}__{source}"
+
+
+def write_run(
+    outcome: RunOutcome, out: Path, *, log_text: str, figures: Callable[[RunOutcome, Path], list[Path]]
+) -> Path:
+    """Writes the whole run directory atomically; returns its path."""
+    out = Path(out)
+    if out.exists() and not (out / "config.toml").exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} exists and is not a pdesim run directory; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
+        with open(staging / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in outcome.rows:
+                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        (staging / "summary.json").write_text(json.dumps(_json_safe(outcome.summary), indent=2) + "\n")
+        arrays: dict[str, np.ndarray] = {}
+        for result in outcome.results:
+            arrays[_array_key(result.arm.label, "pde_t")] = result.solution.t.numpy()
+            arrays[_array_key(result.arm.label, "pde_u")] = result.solution.u.detach().cpu().float().numpy()
+            if result.layer_states is not None:
+                arrays[_array_key(result.arm.label, "transformer_t")] = result.layer_times.numpy()
+                arrays[_array_key(result.arm.label, "transformer_u")] = result.layer_states.cpu().float().numpy()
+        np.savez_compressed(staging / "states.npz", **arrays)
+        (staging / "figures").mkdir()
+        figures(outcome, staging / "figures")
+        (staging / "run.log").write_text(log_text)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of RUN/metrics.csv with numbers parsed."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a pdesim run directory (no metrics.csv)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("t", *METRIC_COLUMNS):
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+    return rows
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a pdesim run directory (no summary.json)")
+    return json.loads(path.read_text())
