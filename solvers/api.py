@@ -189,7 +189,9 @@ def solve(
     sol.stats["wall_time"] = time.perf_counter() - start
     sol.stats["method"] = method
     if len(wanted) != len(grid):
-        keep = [i for i, t in enumerate(sol.t.tolist()) if t in set(wanted) or i == len(sol.t) - 1 and not sol.ok]
+        wanted_set, last = set(wanted), len(sol.t) - 1
+        # a run that stopped early keeps the state where it stopped, wanted or not
+        keep = [i for i, t in enumerate(sol.t.tolist()) if t in wanted_set or (i == last and sol.status != "success")]
         sol.t, sol.u = sol.t[keep], sol.u[keep]
     for cb in cbs:
         cb.on_finish(sol)
