@@ -28,8 +28,17 @@ from .rundir import RunDirError, read_metrics, read_summary, write_run
 from .stability import stability_report
 
 # CLI flag -> PDEConfig field, for the flags that map one to one.
-PDE_FLAGS = {"tokens": "tokens", "dim": "dim", "heads": "heads", "diffusion": "diffusion", "bc": "bc",
-             "seed": "seed", "device": "device", "dtype": "dtype", "init_scale": "init_scale"}
+PDE_FLAGS = {
+    "tokens": "tokens",
+    "dim": "dim",
+    "heads": "heads",
+    "diffusion": "diffusion",
+    "bc": "bc",
+    "seed": "seed",
+    "device": "device",
+    "dtype": "dtype",
+    "init_scale": "init_scale",
+}
 RUN_FLAGS = ("solver", "dt", "t_end", "rtol", "atol", "batch", "saves", "layers", "blowup")
 
 
@@ -86,8 +95,9 @@ def resolve_spec(args: argparse.Namespace) -> RunSpec:
             spec = replace(spec, preset=args.preset)
     else:
         spec = preset_spec(args.preset or "standard")
-    pde_changes: dict[str, Any] = {field: getattr(args, flag) for flag, field in PDE_FLAGS.items()
-                                   if getattr(args, flag) is not None}
+    pde_changes: dict[str, Any] = {
+        field: getattr(args, flag) for flag, field in PDE_FLAGS.items() if getattr(args, flag) is not None
+    }
     if args.norm is not None:
         pde_changes["norm"] = args.norm
     if args.no_layernorm:
@@ -117,20 +127,26 @@ def _format(value: Any) -> str:
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The end-of-run table: one row per arm and source."""
-    head = f"{'arm':<28} {'source':<12} {'status':<10} {'growth':>9} {'rate/t':>8} {'cos(u,u0)':>9} " \
-           f"{'CKA':>6} {'rank res':>8} {'E mono':>6}"
+    head = (
+        f"{'arm':<28} {'source':<12} {'status':<10} {'growth':>9} {'rate/t':>8} {'cos(u,u0)':>9} "
+        f"{'CKA':>6} {'rank res':>8} {'E mono':>6}"
+    )
     lines = [head, "-" * len(head)]
     for label, arm in summary["arms"].items():
-        lines.append(f"{label:<28} {'pde':<12} {arm['status']:<10} {_format(arm.get('norm_growth')):>9} "
-                     f"{_format(arm.get('growth_rate')):>8} {_format(arm.get('final_mean_cosine')):>9} "
-                     f"{_format(arm.get('final_cka')):>6} {_format(arm.get('final_residual')):>8} "
-                     f"{_format(arm.get('energy_monotone_fraction')):>6}")
+        lines.append(
+            f"{label:<28} {'pde':<12} {arm['status']:<10} {_format(arm.get('norm_growth')):>9} "
+            f"{_format(arm.get('growth_rate')):>8} {_format(arm.get('final_mean_cosine')):>9} "
+            f"{_format(arm.get('final_cka')):>6} {_format(arm.get('final_residual')):>8} "
+            f"{_format(arm.get('energy_monotone_fraction')):>6}"
+        )
         tf = arm.get("transformer")
         if tf:
             status = "blowup" if tf.get("blowup_layer") is not None else "-"
-            lines.append(f"{'':<28} {'transformer':<12} {status:<10} {_format(tf['norm_growth']):>9} "
-                         f"{_format(tf['growth_rate']):>8} {_format(tf['final_mean_cosine']):>9} "
-                         f"{_format(tf['final_cka']):>6} {_format(tf['final_residual']):>8} {'':>6}")
+            lines.append(
+                f"{'':<28} {'transformer':<12} {status:<10} {_format(tf['norm_growth']):>9} "
+                f"{_format(tf['growth_rate']):>8} {_format(tf['final_mean_cosine']):>9} "
+                f"{_format(tf['final_cka']):>6} {_format(tf['final_residual']):>8} {'':>6}"
+            )
     return "\n".join(lines)
 
 
@@ -141,8 +157,11 @@ def _run(args: argparse.Namespace) -> int:
     log = io.StringIO()
     print(f"pdesim run: preset {spec.preset}: {outcome.summary['description']}", file=log)
     cfg = spec.pde
-    print(f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} solver={spec.solver} "
-          f"dt={spec.dt} T={spec.t_end} layers={spec.layers} seed={cfg.seed}", file=log)
+    print(
+        f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} solver={spec.solver} "
+        f"dt={spec.dt} T={spec.t_end} layers={spec.layers} seed={cfg.seed}",
+        file=log,
+    )
     print(summary_table(outcome.summary), file=log)
     for label, arm in outcome.summary["arms"].items():
         if arm["status"] != "success":

@@ -102,6 +102,7 @@ class Arm:
     solver: str
     dt: float | None
     transformer: bool = True
+    t_eval: torch.Tensor | None = None  # default: spec.saves times evenly over [0, spec.t_end]
 
 
 def describe(cfg: PDEConfig) -> str:
@@ -148,12 +149,19 @@ def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
     model = _matching_model(arm.cfg)
     u0 = model.initial_state(batch=spec.batch)
     fixed = arm.solver in solvers.FIXED_METHODS
-    t_eval = torch.linspace(0.0, spec.t_end, spec.saves, dtype=torch.float64)
+    t_eval = arm.t_eval if arm.t_eval is not None else torch.linspace(0.0, spec.t_end, spec.saves).double()
     with torch.no_grad():
         sol = solvers.solve(
-            model, u0, (0.0, spec.t_end), method=arm.solver, dt=arm.dt if fixed else None, t_eval=t_eval,
-            rtol=None if fixed else spec.rtol, atol=None if fixed else spec.atol,
-            project=model.projection if fixed else None, blowup=spec.blowup,
+            model,
+            u0,
+            (0.0, float(t_eval[-1])),
+            method=arm.solver,
+            dt=arm.dt if fixed else None,
+            t_eval=t_eval,
+            rtol=None if fixed else spec.rtol,
+            atol=None if fixed else spec.atol,
+            project=model.projection if fixed else None,
+            blowup=spec.blowup,
             callbacks=[solvers.Progress()] if progress else (),
         )
     result = ArmResult(arm, model, sol)
@@ -170,8 +178,17 @@ def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
 # -- measurements -------------------------------------------------------------------------------------
 
 METRIC_COLUMNS = (
-    "mean_token_norm", "max_abs", "relative_distance", "mean_cosine", "cka", "residual",
-    "effective_rank", "mean_pairwise_cosine", "clusters", "energy", "norm_energy",
+    "mean_token_norm",
+    "max_abs",
+    "relative_distance",
+    "mean_cosine",
+    "cka",
+    "residual",
+    "effective_rank",
+    "mean_pairwise_cosine",
+    "clusters",
+    "energy",
+    "norm_energy",
 )
 
 
@@ -206,10 +223,17 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
     sol, model = result.solution, result.model
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {
-        "label": result.arm.label, "solver": result.arm.solver, "dt": result.arm.dt,
-        "norm": result.arm.cfg.norm, "residual": result.arm.cfg.residual,
-        "status": str(sol.status), "t_event": sol.t_event, "message": sol.message,
-        "nfe": sol.stats.get("nfe"), "steps": sol.stats.get("steps"), "wall_time": sol.stats.get("wall_time"),
+        "label": result.arm.label,
+        "solver": result.arm.solver,
+        "dt": result.arm.dt,
+        "norm": result.arm.cfg.norm,
+        "residual": result.arm.cfg.residual,
+        "status": str(sol.status),
+        "t_event": sol.t_event,
+        "message": sol.message,
+        "nfe": sol.stats.get("nfe"),
+        "steps": sol.stats.get("steps"),
+        "wall_time": sol.stats.get("wall_time"),
         "energy_is_exact": bool(model.energy_is_exact),
     }
     sources = [("pde", sol.t, sol.u)]
@@ -262,9 +286,12 @@ def _by_label(arms: dict[str, Any], label: str) -> dict[str, Any]:
 def _explosion_finding(arms: dict[str, Any]) -> dict[str, Any]:
     variant, standard = _by_label(arms, "no-layernorm"), _by_label(arms, "standard")
     return {
-        "no_layernorm_growth": variant["norm_growth"], "no_layernorm_rate": variant["growth_rate"],
-        "no_layernorm_status": variant["status"], "no_layernorm_t_event": variant["t_event"],
-        "standard_growth": standard["norm_growth"], "standard_rate": standard["growth_rate"],
+        "no_layernorm_growth": variant["norm_growth"],
+        "no_layernorm_rate": variant["growth_rate"],
+        "no_layernorm_status": variant["status"],
+        "no_layernorm_t_event": variant["t_event"],
+        "standard_growth": standard["norm_growth"],
+        "standard_rate": standard["growth_rate"],
         "growth_ratio": variant["norm_growth"] / standard["norm_growth"],
     }
 
@@ -272,16 +299,22 @@ def _explosion_finding(arms: dict[str, Any]) -> dict[str, Any]:
 def _drift_finding(arms: dict[str, Any]) -> dict[str, Any]:
     variant, standard = _by_label(arms, "no-residual"), _by_label(arms, "standard")
     return {
-        "no_residual_final_cosine": variant["final_mean_cosine"], "standard_final_cosine": standard["final_mean_cosine"],
-        "no_residual_final_cka": variant["final_cka"], "standard_final_cka": standard["final_cka"],
-        "no_residual_final_residual": variant["final_residual"], "standard_final_residual": standard["final_residual"],
+        "no_residual_final_cosine": variant["final_mean_cosine"],
+        "standard_final_cosine": standard["final_mean_cosine"],
+        "no_residual_final_cka": variant["final_cka"],
+        "standard_final_cka": standard["final_cka"],
+        "no_residual_final_residual": variant["final_residual"],
+        "standard_final_residual": standard["final_residual"],
     }
 
 
 def _energy_finding(arms: dict[str, Any]) -> dict[str, Any]:
     arm = next(iter(arms.values()))
-    return {"energy_is_exact": arm["energy_is_exact"], "energy_monotone_fraction": arm["energy_monotone_fraction"],
-            "max_relative_rate_error": arm.get("max_relative_rate_error")}
+    return {
+        "energy_is_exact": arm["energy_is_exact"],
+        "energy_monotone_fraction": arm["energy_monotone_fraction"],
+        "max_relative_rate_error": arm.get("max_relative_rate_error"),
+    }
 
 
 def _energy_after(spec: RunSpec, results: list[ArmResult]) -> None:
@@ -294,8 +327,11 @@ def _energy_after(spec: RunSpec, results: list[ArmResult]) -> None:
 
 def _cluster_finding(arms: dict[str, Any]) -> dict[str, Any]:
     arm = next(iter(arms.values()))
-    return {"initial_clusters": arm["initial_clusters"], "final_clusters": arm["final_clusters"],
-            "final_mean_pairwise_cosine": arm["final_mean_pairwise_cosine"]}
+    return {
+        "initial_clusters": arm["initial_clusters"],
+        "final_clusters": arm["final_clusters"],
+        "final_mean_pairwise_cosine": arm["final_mean_pairwise_cosine"],
+    }
 
 
 def _cluster_after(spec: RunSpec, results: list[ArmResult]) -> None:
@@ -308,9 +344,11 @@ def _cluster_after(spec: RunSpec, results: list[ArmResult]) -> None:
 
 def _rank_finding(arms: dict[str, Any]) -> dict[str, Any]:
     variant = next(iter(arms.values()))
-    return {"pde_final_residual": variant["final_residual"],
-            "transformer_final_residual": variant["transformer"]["final_residual"],
-            "standard_final_residual": arms["standard"]["final_residual"]}
+    return {
+        "pde_final_residual": variant["final_residual"],
+        "transformer_final_residual": variant["transformer"]["final_residual"],
+        "standard_final_residual": arms["standard"]["final_residual"],
+    }
 
 
 CONSISTENCY_LAYERS = (4, 8, 16, 32)
@@ -327,8 +365,10 @@ def _consistency_after(spec: RunSpec, results: list[ArmResult]) -> None:
             outputs[layers] = Transformer.from_pde(result.model, layers=layers, t_end=spec.t_end)(u0)
     found = probes.consistency(outputs, reference)
     result.extra["consistency"] = {
-        "layers": list(CONSISTENCY_LAYERS), "errors": [float(e) for e in found["errors"]],
-        "order": float(found["order"]), "ratios": [float(r) for r in found["ratios"]],
+        "layers": list(CONSISTENCY_LAYERS),
+        "errors": [float(e) for e in found["errors"]],
+        "order": float(found["order"]),
+        "ratios": [float(r) for r in found["ratios"]],
     }
 
 
@@ -340,13 +380,16 @@ CFL_TAUS = (0.45, 0.55)
 
 
 def _cfl_arms(spec: RunSpec) -> list[Arm]:
+    """Forward Euler just below and above τ = ½, and etd1 far beyond; saved at every step so the
+    fixed-step driver takes exactly the step asked for (it never stretches a step over a save)."""
     cfg = spec.pde
-    spacing = cfg.spacing
     coefficient = max(max(row) for row in cfg.diffusion_table())
     arms = []
-    for tau in CFL_TAUS:
-        arms.append(Arm(f"euler tau={tau:g}", cfg, "euler", tau * spacing**2 / coefficient, transformer=False))
-    arms.append(Arm("etd1 tau=10", cfg, "etd1", 10 * spacing**2 / coefficient, transformer=False))
+    for solver, tau in [("euler", t) for t in CFL_TAUS] + [("etd1", 10.0)]:
+        dt = tau * cfg.spacing**2 / coefficient
+        steps = max(1, round(spec.t_end / dt))
+        t_eval = dt * torch.arange(steps + 1, dtype=torch.float64)
+        arms.append(Arm(f"{solver} tau={tau:g}", cfg, solver, dt, transformer=False, t_eval=t_eval))
     return arms
 
 
@@ -358,37 +401,57 @@ PRESETS: dict[str, Preset] = {
     "standard": Preset("pre-LN with residual connections: the stable reference"),
     "explosion": Preset(
         "no LayerNorm: the norm grows exponentially next to the stable standard run",
-        pde={"norm": "none"}, run={"t_end": 12.0, "saves": 49, "layers": 24}, finding=_explosion_finding,
+        pde={"norm": "none"},
+        run={"t_end": 12.0, "saves": 49, "layers": 24},
+        finding=_explosion_finding,
     ),
     "drift": Preset(
         "no residual connection: du/dt = G(u) - k u forgets the input (cosine and CKA to u(0) fall)",
-        pde={"residual": False}, finding=_drift_finding,
+        pde={"residual": False},
+        finding=_drift_finding,
     ),
     "energy": Preset(
         "gradient-flow configuration (symmetric attention, gradient reaction, diffusion): E(t) never increases",
-        pde={"attention_kind": "symmetric", "reaction_kind": "gradient", "activation": "tanh", "norm": "none",
-             "temperature": 0.05, "diffusion": 0.5, "dtype": "float64"},
-        run={"baseline": False}, finding=_energy_finding, after=_energy_after,
+        pde={
+            "attention_kind": "symmetric",
+            "reaction_kind": "gradient",
+            "activation": "tanh",
+            "norm": "none",
+            "temperature": 0.05,
+            "diffusion": 0.5,
+            "embed_scale": 1.0,
+            "dtype": "float64",
+        },
+        run={"baseline": False},
+        finding=_energy_finding,
+        after=_energy_after,
     ),
     "cluster": Preset(
         "tokens on the LayerNorm sphere cluster under attention (tangent flow, attention only)",
         pde={"norm": "tangent", "reaction": False, "diffusion": 0.0, "temperature": 1.0, "dtype": "float64"},
-        run={"t_end": 20.0, "dt": 0.05, "baseline": False}, finding=_cluster_finding, after=_cluster_after,
+        run={"t_end": 20.0, "dt": 0.05, "baseline": False},
+        finding=_cluster_finding,
+        after=_cluster_after,
     ),
     "rank-collapse": Preset(
         "pure attention without residual loses rank layer by layer",
-        pde={"residual": False, "reaction": False, "diffusion": 0.0, "norm": "none"},
-        run={"t_end": 8.0, "layers": 8}, finding=_rank_finding,
+        pde={"residual": False, "reaction": False, "diffusion": 0.0, "norm": "none", "embed_scale": 1.0},
+        run={"t_end": 8.0, "layers": 8},
+        finding=_rank_finding,
     ),
     "consistency": Preset(
         "the L-layer Transformer converges to the PDE solution at first order in h = T/L",
-        pde={"dtype": "float64"}, run={"t_end": 1.0, "dt": 0.005, "baseline": False},
-        finding=_consistency_finding, after=_consistency_after,
+        pde={"dtype": "float64"},
+        run={"t_end": 1.0, "dt": 0.005, "baseline": False},
+        finding=_consistency_finding,
+        after=_consistency_after,
     ),
     "cfl": Preset(
         "diffusion alone: forward Euler is stable for tau <= 1/2 and grows beyond; etd1 is stable at tau = 10",
         pde={"attention": False, "reaction": False, "diffusion": 1.0, "positional": False, "dtype": "float64"},
-        run={"t_end": 40.0, "baseline": False}, arms=_cfl_arms, finding=_cfl_finding,
+        run={"t_end": 40.0, "baseline": False},
+        arms=_cfl_arms,
+        finding=_cfl_finding,
     ),
 }
 
@@ -438,8 +501,11 @@ def run(spec: RunSpec, *, progress: bool = False) -> RunOutcome:
         arm_summaries[result.arm.label] = arm_summary
         rows.extend(arm_rows)
     summary: dict[str, Any] = {
-        "preset": spec.preset, "description": preset.description, "interrupted": interrupted,
-        "wall_time": time.perf_counter() - start, "arms": arm_summaries,
+        "preset": spec.preset,
+        "description": preset.description,
+        "interrupted": interrupted,
+        "wall_time": time.perf_counter() - start,
+        "arms": arm_summaries,
     }
     if preset.finding and not interrupted and len(results) == len(arms):
         summary["findings"] = preset.finding(arm_summaries)

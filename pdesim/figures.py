@@ -41,24 +41,37 @@ def run_figures(outcome: RunOutcome, folder: Path) -> list[Path]:
         if not any(bool(torch.isfinite(v).any()) for _, v in series.values()):
             continue
         positive = all(bool((v[torch.isfinite(v)] > 0).all()) for _, v in series.values())
-        written.append(plots.plot_curves(folder / name, None, series, ylabel=ylabel, title=title,
-                                         logy=logy and positive))
+        written.append(
+            plots.plot_curves(folder / name, None, series, ylabel=ylabel, title=title, logy=logy and positive)
+        )
     for result in outcome.results[:1]:
         u = result.solution.u[:, 0].detach()
         if bool(torch.isfinite(u).all()):
-            written.append(plots.plot_kymograph(folder / "kymograph.png", result.solution.t, u,
-                                                title=f"Token norms over time ({result.arm.label}, PDE)"))
+            written.append(
+                plots.plot_kymograph(
+                    folder / "kymograph.png",
+                    result.solution.t,
+                    u,
+                    title=f"Token norms over time ({result.arm.label}, PDE)",
+                )
+            )
     consistency = next((r.extra["consistency"] for r in outcome.results if "consistency" in r.extra), None)
     if consistency:
         layers = torch.tensor(consistency["layers"], dtype=torch.float64)
         errors = torch.tensor(consistency["errors"], dtype=torch.float64)
         reference = errors[0] * layers[0] / layers
-        written.append(plots.plot_curves(
-            folder / "consistency.png", None,
-            {"transformer vs PDE": (layers, errors), "slope 1 reference": (layers, reference)},
-            ylabel="max |u_L − u(T)|", xlabel="layers L", title=f"Consistency: order {consistency['order']:.2f}",
-            logy=True, logx=True,
-        ))
+        written.append(
+            plots.plot_curves(
+                folder / "consistency.png",
+                None,
+                {"transformer vs PDE": (layers, errors), "slope 1 reference": (layers, reference)},
+                ylabel="max |u_L − u(T)|",
+                xlabel="layers L",
+                title=f"Consistency: order {consistency['order']:.2f}",
+                logy=True,
+                logx=True,
+            )
+        )
     return [p for p in written if p is not None and not (isinstance(p, float) and math.isnan(p))]
 
 
@@ -80,6 +93,9 @@ def compare_figures(metrics: dict[str, list[dict]], folder: Path) -> list[Path]:
         if not any(bool(torch.isfinite(v).any()) for _, v in series.values()):
             continue
         positive = all(bool((v[torch.isfinite(v)] > 0).all()) for _, v in series.values())
-        written.append(plots.plot_curves(folder / name, None, series, ylabel=ylabel, title=f"{title} (compare)",
-                                         logy=logy and positive))
+        written.append(
+            plots.plot_curves(
+                folder / name, None, series, ylabel=ylabel, title=f"{title} (compare)", logy=logy and positive
+            )
+        )
     return written
