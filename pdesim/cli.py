@@ -21,7 +21,7 @@ import torch
 import solvers
 
 from . import tomlio
-from .config import NORMS, ConfigError, PDEConfig
+from .config import NORMS, ConfigError
 from .experiment import PRESETS, RunSpec, preset_spec, run
 from .figures import run_figures
 from .rundir import RunDirError, read_metrics, read_summary, write_run
@@ -90,9 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 def resolve_spec(args: argparse.Namespace) -> RunSpec:
     """The RunSpec from --config, --preset and the flags (flags win)."""
     if args.config:
+        if args.preset:
+            raise ConfigError("give --preset or --config, not both: a config file names its own preset")
         spec = RunSpec.from_tables(tomlio.load(args.config))
-        if args.preset and args.preset != spec.preset:
-            spec = replace(spec, preset=args.preset)
     else:
         spec = preset_spec(args.preset or "standard")
     pde_changes: dict[str, Any] = {
