@@ -95,13 +95,14 @@ class Classifier(nn.Module):
         mask = self.valid_mask(ids) if mask is None else mask
         u, mask = self.embed_tokens(ids, mask)
         states = self.blocks(u, mask, return_all=True)
-        x = self.ln_f(states[-1])
-        if self.pooling == "cls":
-            pooled = x[:, 0]
-        elif mask is None:
-            pooled = x.mean(dim=1)
-        else:
-            weights = mask.unsqueeze(-1).to(x.dtype)
-            pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        logits = self.head(pooled)
+        logits = self.head(self._pool(self.ln_f(states[-1]), mask))
         return (logits, states) if return_states else logits
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, d): the CLS token, or the mean over valid tokens."""
+        if self.pooling == "cls":
+            return x[:, 0]
+        if mask is None:
+            return x.mean(dim=1)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

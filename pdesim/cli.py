@@ -26,6 +26,9 @@ from .experiment import PRESETS, RunSpec, preset_spec, run
 from .figures import run_figures
 from .rundir import RunDirError, read_metrics, read_summary, write_run
 from .stability import stability_report
+from .train_run import read_train_rows, run_sweep, run_training
+from .training import TrainSpec
+from .transformer import POSITIONS
 
 # CLI flag -> PDEConfig field, for the flags that map one to one.
 PDE_FLAGS = {
@@ -84,7 +87,104 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="folder for the comparison figures (default compare-<time>)")
     info = commands.add_parser("info", help="stability report: Laplacian spectrum, CFL number, Jacobian, solver")
     _add_config_flags(info)
+    train = commands.add_parser("train", help="train the classifier (or the PDE with its solver) on a generated task")
+    _add_train_flags(train)
+    sweep = commands.add_parser("sweep", help="train a grid of configurations and collect one table")
+    sweep.add_argument("file", help="sweep TOML: [base] train settings, [grid] lists to cross, [sweep] workers/out")
+    sweep.add_argument("--out", help="sweep directory (default from the file, or sweeps/<file name>)")
+    sweep.add_argument("--workers", type=int, help="parallel local processes (default 2)")
     return parser
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help="listops, pathfinder or recall (default listops)")
+    parser.add_argument("--seq-len", type=int, help="maximum sequence length (default 128)")
+    parser.add_argument("--n-train", type=int, help="training examples (default 4000)")
+    parser.add_argument("--n-eval", type=int, help="validation examples (default 500)")
+    parser.add_argument("--model", choices=("transformer", "pde"), help="discrete classifier or PDE in the loop")
+    parser.add_argument("--layers", type=int, help="blocks L (default 2); the PDE model integrates to T = L")
+    parser.add_argument("--dim", type=int, help="channels d (default 64)")
+    parser.add_argument("--heads", type=int, help="attention heads (default 4)")
+    parser.add_argument("--norm", choices=NORMS, help="LayerNorm mode (default pre)")
+    parser.add_argument("--no-layernorm", action="store_true", help="norm = none")
+    parser.add_argument("--no-residual", action="store_true", help="no identity path in the blocks")
+    parser.add_argument("--diffusion", type=float, help="the PDE's own diffusion coefficient D (default 0)")
+    parser.add_argument(
+        "--diffusion-position",
+        action="append",
+        choices=POSITIONS,
+        help="insert a PDE Diffusion Layer here (repeatable)",
+    )
+    parser.add_argument("--diffusion-scales", type=int, nargs="+", help="dilations of the diffusion layers")
+    parser.add_argument("--solver", help="solver of the PDE model (default rk4)")
+    parser.add_argument("--solver-dt", type=float, help="its step (default 0.25)")
+    parser.add_argument("--adjoint", action="store_true", help="memory-efficient gradients through the solver")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 500)")
+    parser.add_argument("--batch", type=int, help="batch size (default 32)")
+    parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 1e-3)")
+    parser.add_argument("--warmup", type=int, help="linear warm-up steps (default 50)")
+    parser.add_argument("--clip", type=float, help="gradient clipping norm (default 1.0)")
+    parser.add_argument("--no-clip", action="store_true", help="no gradient clipping (for explosion probes)")
+    parser.add_argument("--eval-every", type=int, help="steps between validations (default 100)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: only the last)")
+    parser.add_argument("--seed", type=int, help="seed of weights and batches (default 0)")
+    parser.add_argument("--config", help="a config.toml with a [train] table; flags override it")
+    parser.add_argument("--resume", help="a checkpoint (.safetensors) to continue from")
+    parser.add_argument("--out", help="run directory (default runs/train-<task>-<time>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+TRAIN_FLAGS = (
+    "task",
+    "seq_len",
+    "n_train",
+    "n_eval",
+    "model",
+    "layers",
+    "dim",
+    "heads",
+    "norm",
+    "diffusion",
+    "solver",
+    "solver_dt",
+    "steps",
+    "batch",
+    "lr",
+    "warmup",
+    "clip",
+    "eval_every",
+    "checkpoint_every",
+    "seed",
+)
+
+
+def resolve_train_spec(args: argparse.Namespace) -> TrainSpec:
+    """The TrainSpec from --config and the flags (flags win)."""
+    table: dict[str, Any] = {}
+    if args.config:
+        tables = tomlio.load(args.config)
+        if "train" not in tables:
+            raise ConfigError(f"config file {args.config!r} has no [train] table")
+        table = dict(tables["train"])
+    table.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
+    if args.no_layernorm:
+        if args.norm not in (None, "none"):
+            raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
+        table["norm"] = "none"
+    if args.no_residual:
+        table["residual"] = False
+    if args.no_clip:
+        if args.clip is not None:
+            raise ConfigError("give --clip or --no-clip, not both")
+        table["clip"] = None
+    if args.diffusion_position:
+        table["diffusion_positions"] = list(args.diffusion_position)
+    if args.diffusion_scales:
+        table["diffusion_scales"] = list(args.diffusion_scales)
+    if args.adjoint:
+        table["adjoint"] = True
+    spec = TrainSpec.from_table(table)
+    return spec
 
 
 def resolve_spec(args: argparse.Namespace) -> RunSpec:
@@ -176,11 +276,55 @@ def _run(args: argparse.Namespace) -> int:
     return 130 if outcome.interrupted else 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    spec = resolve_train_spec(args)
+    out = Path(args.out) if args.out else Path("runs") / f"train-{spec.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    outcome = run_training(spec, out, resume=Path(args.resume) if args.resume else None, quiet=args.quiet)
+    summary = outcome.summary
+    print(
+        f"pdesim train: {spec.task} ({spec.model}, norm={spec.norm}, residual={spec.residual}, "
+        f"diffusion at {', '.join(spec.diffusion_positions) or 'none'}): status {summary['status']}"
+    )
+    print(
+        f"steps {summary['steps_done']}, final loss {_format(summary['final_train_loss'])}, "
+        f"val accuracy {_format(summary['final_val_accuracy'])} (best {_format(summary['best_val_accuracy'])}, "
+        f"chance {_format(summary['chance_accuracy'])}), max grad norm {_format(summary['max_grad_norm'])}, "
+        f"max activation {_format(summary['max_activation'])}, first non-finite step "
+        f"{_format(summary['first_nonfinite_step'])}"
+    )
+    if outcome.summary["interrupted"]:
+        print("interrupted: the partial run is saved")
+    print(f"run directory: {out}")
+    return 130 if summary["interrupted"] else 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    out = run_sweep(Path(args.file), out=Path(args.out) if args.out else None, workers=args.workers)
+    print((out / "table.md").read_text())
+    print(f"sweep directory: {out}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
-    from .figures import compare_figures
+    from .figures import compare_figures, compare_training_figures
 
     runs = [Path(r) for r in args.runs]
     summaries = {str(r): read_summary(r) for r in runs}
+    kinds = {s.get("kind", "run") for s in summaries.values()}
+    if len(kinds) > 1:
+        raise RunDirError("compare takes either pdesim run directories or pdesim train directories, not both")
+    out = Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    if kinds == {"train"}:
+        out.mkdir(parents=True, exist_ok=True)
+        written = compare_training_figures({str(r): read_train_rows(r) for r in runs}, out)
+        for run_dir, summary in summaries.items():
+            print(
+                f"== {run_dir}: status {summary['status']}, val accuracy {_format(summary['final_val_accuracy'])}, "
+                f"max grad norm {_format(summary['max_grad_norm'])}, "
+                f"first non-finite step {_format(summary['first_nonfinite_step'])}"
+            )
+        print(f"comparison figures: {', '.join(str(p) for p in written)}")
+        return 0
     metrics = {str(r): read_metrics(r) for r in runs}
     out = Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _info(args)
     except (ConfigError, solvers.SolverInputError, tomlio.TomlError, RunDirError) as err:
         print(f"pdesim: error: {err}", file=sys.stderr)

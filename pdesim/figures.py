@@ -99,3 +99,36 @@ def compare_figures(metrics: dict[str, list[dict]], folder: Path) -> list[Path]:
             )
         )
     return written
+
+
+def compare_training_figures(rows_by_run: dict[str, list[dict]], folder: Path) -> list[Path]:
+    """Overlays the training curves (loss, gradient norm, validation accuracy) of several train runs."""
+    folder = Path(folder)
+    written = []
+    for name, column, ylabel, logy in (
+        ("loss.png", "loss", "training loss", False),
+        ("grad_norm.png", "grad_norm", "global gradient norm", True),
+        ("max_activation.png", "max_activation", "max |activation|", True),
+        ("val_accuracy.png", "val_accuracy", "validation accuracy", False),
+    ):
+        series = {}
+        for run_dir, rows in rows_by_run.items():
+            picked = [r for r in rows if isinstance(r.get(column), float)]
+            if picked:
+                steps = torch.tensor([r["step"] for r in picked], dtype=torch.float64)
+                series[Path(run_dir).name] = (steps, torch.tensor([r[column] for r in picked], dtype=torch.float64))
+        if not series:
+            continue
+        positive = all(bool((v[torch.isfinite(v)] > 0).all()) for _, v in series.values())
+        written.append(
+            plots.plot_curves(
+                folder / name,
+                None,
+                series,
+                ylabel=ylabel,
+                xlabel="training step",
+                title=f"{ylabel} (compare)",
+                logy=logy and positive,
+            )
+        )
+    return written

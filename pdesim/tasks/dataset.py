@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +121,9 @@ class TaskData:
         return [self.token_names[i] for i in self.ids[index, : int(self.lengths[index])].tolist()]
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], max_len: int, pad_id: int = PAD_ID) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], max_len: int, pad_id: int = PAD_ID
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, max_len) int64 ids right-padded with ``pad_id``, and the (n,) lengths."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     if len(sequences) and lengths.max() > max_len:
@@ -156,7 +158,9 @@ def save_task(data: TaskData, path: Path) -> None:
         "params": data.params,
         "token_names": list(data.token_names),
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    temporary = path.parent / f".{path.stem}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    # os.open rather than mkstemp: the file gets the umask's permissions, not 0600, so a shared cache stays readable.
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez(
@@ -168,7 +172,7 @@ def save_task(data: TaskData, path: Path) -> None:
             )
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

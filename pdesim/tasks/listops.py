@@ -98,12 +98,13 @@ def _sample_batch(
     for tree, path, is_op, nargs, weight in levels:
         keep = accepted[tree]
         symbols = rng.random(int(keep.sum()))
-        symbol = np.where(is_op[keep], (symbols * len(OPERATOR_NAMES)).astype(np.int64), (symbols * 10).astype(np.int64))
+        operator, digit = (symbols * len(OPERATOR_NAMES)).astype(np.int64), (symbols * 10).astype(np.int64)
+        symbol = np.where(is_op[keep], operator, digit)
         kept.append((tree[keep], path[keep], is_op[keep], nargs[keep], weight, symbol))
 
     # Values bottom-up: the children of a level's operators are the next level's nodes, in order.
     child_values = np.zeros(0, dtype=np.int64)
-    for tree, _, is_op, nargs, _, symbol in reversed(kept):
+    for _, _, is_op, nargs, _, symbol in reversed(kept):
         values = np.where(is_op, 0, symbol)
         operators = np.flatnonzero(is_op)
         if operators.size:
@@ -234,6 +235,8 @@ def evaluate_listops(ids: Sequence[int] | torch.Tensor) -> int:
         if token in apply:
             stack.append((token, []))
             continue
+        if token == "]" and not stack:
+            raise ValueError('a "]" without an operator')
         value = apply[stack[-1][0]](stack.pop()[1]) if token == "]" else int(token)
         if stack:
             stack[-1][1].append(value)

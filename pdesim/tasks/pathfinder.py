@@ -30,7 +30,8 @@ import torch
 
 from .dataset import PAD_ID, TaskData
 
-GENERATOR_VERSION = 1
+# 2: when blocked, a straight step falls back to a random side (1 always tried the right first).
+GENERATOR_VERSION = 2
 BACKGROUND, PATH, ENDPOINT = 1, 2, 3
 TOKEN_NAMES = ("<pad>", "background", "path", "endpoint")
 VOCAB_SIZE = len(TOKEN_NAMES)
@@ -79,10 +80,15 @@ def _draw_curve(
         owner[start] = curve
         while len(pixels) < length:
             draw = rng.random()
-            turn = 0 if draw >= turn_prob else (-1 if draw < turn_prob / 2 else 1)
+            # The drawn turn first; when blocked, the other ways on (in a random order) before giving up.
+            if draw < turn_prob:
+                turn = -1 if draw < turn_prob / 2 else 1
+                options = (turn, 0, -turn)
+            else:
+                side = -1 if draw < (1 + turn_prob) / 2 else 1
+                options = (0, side, -side)
             row, col = divmod(pixels[-1], size)
-            # The drawn turn first; when blocked, the other ways on before giving up.
-            for option in (turn, 0, -turn or 1, turn or -1):
+            for option in options:
                 dr, dc = HEADINGS[(heading + option) % len(HEADINGS)]
                 r, c = row + dr, col + dc
                 if 0 <= r < size and 0 <= c < size:

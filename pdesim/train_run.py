@@ -1,0 +1,271 @@
+"""``pdesim train`` and ``pdesim sweep``: training runs on disk, and grids of them.
+
+A training run directory mirrors ``pdesim run``'s: config.toml (a [train] table that
+``--config`` reads back), metrics.csv (one row per step), summary.json, checkpoints/
+(safetensors), figures/ and run.log, staged in a hidden directory and renamed into place.
+
+A sweep file is TOML with a [base] table (a [train] table), a [grid] table mapping keys to the
+lists of values to cross, and an optional [sweep] table (workers, out). Every combination is
+trained in its own local process; the summaries are collected into table.csv / table.md with
+mean ± std over seeds, and a bar chart of validation accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import tomlio
+from .config import ConfigError
+from .rundir import RunDirError, _json_safe
+from .training import TrainOutcome, TrainSpec, train
+
+TRAIN_COLUMNS = (
+    "step",
+    "lr",
+    "loss",
+    "accuracy",
+    "grad_norm",
+    "max_activation",
+    "layer_grad_norms",
+    "val_loss",
+    "val_accuracy",
+    "attention_entropy",
+    "input_cka",
+)
+
+
+def train_figures(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
+    from probes import plots
+
+    steps = torch.tensor([r["step"] for r in rows], dtype=torch.float64)
+    written = []
+    for name, column, ylabel, logy in (
+        ("loss.png", "loss", "training loss", False),
+        ("grad_norm.png", "grad_norm", "global gradient norm", True),
+        ("max_activation.png", "max_activation", "max |activation|", True),
+    ):
+        values = torch.tensor([r[column] for r in rows], dtype=torch.float64)
+        positive = bool((values[torch.isfinite(values)] > 0).all())
+        written.append(
+            plots.plot_curves(
+                folder / name,
+                None,
+                {title: (steps, values)},
+                ylabel=ylabel,
+                xlabel="training step",
+                title=f"{ylabel} ({title})",
+                logy=logy and positive,
+            )
+        )
+    evaluated = [r for r in rows if "val_accuracy" in r]
+    if evaluated:
+        t = torch.tensor([r["step"] for r in evaluated], dtype=torch.float64)
+        acc = torch.tensor([r["val_accuracy"] for r in evaluated], dtype=torch.float64)
+        written.append(
+            plots.plot_curves(
+                folder / "val_accuracy.png",
+                None,
+                {title: (t, acc)},
+                ylabel="validation accuracy",
+                xlabel="training step",
+                title=f"validation accuracy ({title})",
+            )
+        )
+    return written
+
+
+def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quiet: bool = False) -> TrainOutcome:
+    """Trains into a staging directory and renames it to ``out`` when done (or interrupted)."""
+    out = Path(out)
+    if out.exists() and not (out / "config.toml").exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} exists and is not a pdesim run directory; choose another --out")
+    if resume is not None and not Path(resume).exists():
+        raise RunDirError(f"checkpoint {resume} does not exist")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "checkpoints").mkdir()
+
+        def progress(row: dict[str, Any]) -> None:
+            if not quiet and ("val_accuracy" in row or row["step"] % 25 == 0):
+                extra = f" val_acc={row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
+                print(
+                    f"\rstep {row['step']:5d}/{spec.steps} loss={row['loss']:.4g} grad={row['grad_norm']:.3g}{extra}",
+                    file=sys.stderr,
+                    end="\n" if extra else "",
+                )
+
+        outcome = train(spec, checkpoint_dir=staging / "checkpoints", resume=resume, on_step=progress)
+        (staging / "config.toml").write_text(tomlio.dumps({"train": spec.to_table()}))
+        with open(staging / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=TRAIN_COLUMNS)
+            writer.writeheader()
+            for row in outcome.rows:
+                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        (staging / "summary.json").write_text(json.dumps(_json_safe(outcome.summary), indent=2) + "\n")
+        (staging / "figures").mkdir()
+        if outcome.rows:
+            train_figures(outcome.rows, staging / "figures", spec.task)
+        log = (
+            f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
+            f"diffusion at {spec.diffusion_positions or 'none'}\n" + json.dumps(_json_safe(outcome.summary)) + "\n"
+        )
+        (staging / "run.log").write_text(log)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return outcome
+
+
+def read_train_rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a pdesim run directory (no metrics.csv)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in TRAIN_COLUMNS:
+            if key != "layer_grad_norms" and row.get(key) not in (None, ""):
+                row[key] = float(row[key])
+    return rows
+
+
+# -- sweeps ------------------------------------------------------------------------------------------------
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in a stable order."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid key {key!r} must map to a non-empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(point: dict[str, Any]) -> str:
+    parts = []
+    for key, value in point.items():
+        shown = "+".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key}={shown or 'none'}")
+    return ",".join(parts).replace("/", "_")
+
+
+def run_sweep(
+    path: Path,
+    *,
+    out: Path | None = None,
+    workers: int | None = None,
+    runner: Callable[[Path, Path], int] | None = None,
+) -> Path:
+    """Trains every grid point (local processes) and writes the collected table; returns the sweep dir."""
+    tables = tomlio.load(str(path))
+    unknown = sorted(set(tables) - {"base", "grid", "sweep"})
+    if unknown:
+        raise ConfigError(f"unknown table [{unknown[0]}] in the sweep file; expected [base], [grid], [sweep]")
+    base, grid, settings = tables.get("base", {}), tables.get("grid", {}), tables.get("sweep", {})
+    points = grid_points(grid)
+    for point in points:  # validate every configuration before anything runs
+        TrainSpec.from_table({**base, **point})
+    out = Path(out or settings.get("out") or f"sweeps/{Path(path).stem}")
+    workers = int(workers or settings.get("workers", 2))
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for point in points:
+        run_dir = out / "runs" / point_name(point)
+        config = out / "runs" / f"{point_name(point)}.toml"
+        config.write_text(tomlio.dumps({"train": TrainSpec.from_table({**base, **point}).to_table()}))
+        jobs.append((point, config, run_dir))
+    runner = runner or _subprocess_runner
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = list(pool.map(lambda job: runner(job[1], job[2]), jobs))
+    results = []
+    for (point, _, run_dir), code in zip(jobs, codes):
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        results.append({"point": point, "exit_code": code, **summary})
+    write_sweep_table(out, grid, results)
+    return out
+
+
+def _subprocess_runner(config: Path, run_dir: Path) -> int:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [sys.executable, "-m", "pdesim.cli", "train", "--config", str(config), "--out", str(run_dir), "--quiet"]
+    return subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[str, Any]]) -> None:
+    """table.csv (one row per run), table.md (mean ± std over seeds per configuration), accuracy.png."""
+    from probes import plots
+
+    keys = list(grid)
+    with open(out / "runs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [*keys, "status", "final_val_accuracy", "best_val_accuracy", "first_nonfinite_step", "wall_time"]
+        )
+        for r in results:
+            writer.writerow(
+                [json.dumps(r["point"][k]) for k in keys]
+                + [
+                    r.get("status"),
+                    r.get("final_val_accuracy"),
+                    r.get("best_val_accuracy"),
+                    r.get("first_nonfinite_step"),
+                    r.get("wall_time"),
+                ]
+            )
+    group_keys = [k for k in keys if k != "seed"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        label = point_name({k: r["point"][k] for k in group_keys}) or "all"
+        groups.setdefault(label, []).append(r)
+    lines = [
+        "| configuration | runs | final val accuracy (mean ± std) | best val accuracy (mean ± std) |",
+        "|---|---|---|---|",
+    ]
+    labels, means, stds = [], [], []
+    for label, members in groups.items():
+        final = _mean_std([m.get("final_val_accuracy", math.nan) for m in members])
+        best = _mean_std([m.get("best_val_accuracy", math.nan) for m in members])
+        lines.append(f"| {label} | {len(members)} | {final[0]:.4f} ± {final[1]:.4f} | {best[0]:.4f} ± {best[1]:.4f} |")
+        labels.append(label)
+        means.append(final[0])
+        stds.append(final[1])
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["configuration", "runs", "final_val_accuracy_mean", "final_val_accuracy_std"])
+        for label, mean, std in zip(labels, means, stds):
+            writer.writerow([label, len(groups[label]), mean, std])
+    plots.plot_bars(
+        out / "accuracy.png",
+        labels,
+        means,
+        stds,
+        ylabel="validation accuracy",
+        title=f"{out.name}: mean ± std over seeds",
+    )
