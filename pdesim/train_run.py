@@ -45,6 +45,7 @@ TRAIN_COLUMNS = (
     "val_loss",
     "val_accuracy",
     "attention_entropy",
+    "input_cosine",
     "input_cka",
 )
 
@@ -152,12 +153,23 @@ def read_train_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in a stable order."""
+    """Every combination of the grid's values, in a stable order.
+
+    A value that is a table (an inline ``{key = value, ...}``) sets several keys at once, so
+    ``configs = [{diffusion_positions = []}, {diffusion_positions = ["after_embedding"],
+    diffusion_scales = [1, 2, 4]}]`` crosses whole configurations with the other keys.
+    """
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid key {key!r} must map to a non-empty list of values")
     keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    points = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point: dict[str, Any] = {}
+        for key, value in zip(keys, combo):
+            point.update(value if isinstance(value, dict) else {key: value})
+        points.append(point)
+    return points
 
 
 def point_name(point: dict[str, Any]) -> str:
@@ -221,7 +233,7 @@ def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[
     """table.csv (one row per run), table.md (mean ± std over seeds per configuration), accuracy.png."""
     from probes import plots
 
-    keys = list(grid)
+    keys = list(dict.fromkeys(k for r in results for k in r["point"]))
     with open(out / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -229,7 +241,7 @@ def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[
         )
         for r in results:
             writer.writerow(
-                [json.dumps(r["point"][k]) for k in keys]
+                [json.dumps(r["point"].get(k)) for k in keys]
                 + [
                     r.get("status"),
                     r.get("final_val_accuracy"),
@@ -241,7 +253,7 @@ def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[
     group_keys = [k for k in keys if k != "seed"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        label = point_name({k: r["point"][k] for k in group_keys}) or "all"
+        label = point_name({k: r["point"][k] for k in group_keys if k in r["point"]}) or "all"
         groups.setdefault(label, []).append(r)
     lines = [
         "| configuration | runs | final val accuracy (mean ± std) | best val accuracy (mean ± std) |",

@@ -250,11 +250,12 @@ def evaluate(model: Classifier, data: TaskData, batch: int = 256) -> tuple[float
     return total_loss / len(data), correct / len(data)
 
 
-def representation_similarity(model: Classifier, ids: torch.Tensor) -> float:
-    """Linear CKA between the embedded input and the last block's output (drift in training)."""
+def representation_similarity(model: Classifier, ids: torch.Tensor) -> dict[str, float]:
+    """Mean token cosine and linear CKA between the embedded input and the last state (drift in training)."""
     with torch.no_grad():
         _, states = model(ids, return_states=True)
-        return float(probes.drift(states[[0, -1]])["cka"][-1])
+        drift = probes.drift(states[[0, -1]])
+        return {"input_cosine": float(drift["mean_cosine"][-1]), "input_cka": float(drift["cka"][-1])}
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def train(
                 if finite:
                     row["val_loss"], row["val_accuracy"] = evaluate(model, eval_data)
                     row["attention_entropy"] = first_attention_entropy(model, probe_ids)
-                    row["input_cka"] = representation_similarity(model, probe_ids)
+                    row.update(representation_similarity(model, probe_ids))
             rows.append(row)
             if on_step:
                 on_step(row)
@@ -386,6 +387,7 @@ def train(
         "final_val_accuracy": evaluated[-1]["val_accuracy"] if evaluated else math.nan,
         "best_val_accuracy": max((r["val_accuracy"] for r in evaluated), default=math.nan),
         "final_input_cka": evaluated[-1]["input_cka"] if evaluated else math.nan,
+        "final_input_cosine": evaluated[-1]["input_cosine"] if evaluated else math.nan,
         "max_grad_norm": max(grads, default=math.nan),
         "max_activation": max(acts, default=math.nan),
         "first_grad_norm": grads[0] if grads else math.nan,
