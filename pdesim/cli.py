@@ -75,9 +75,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a config.toml (e.g. from a run directory); flags override it")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2) like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"pdesim: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pdesim", description="The Transformer as a reaction-diffusion-nonlocal PDE.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="pdesim", description="The Transformer as a reaction-diffusion-nonlocal PDE.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     run_cmd = commands.add_parser("run", help="integrate the PDE and run the Transformer side by side, measure, draw")
     _add_config_flags(run_cmd)
     run_cmd.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
@@ -343,7 +351,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already reported in one line
+        return int(stop.code or 0)
     try:
         if args.command == "run":
             return _run(args)

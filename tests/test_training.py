@@ -1,0 +1,156 @@
+"""Training probes, small and fast: learning, explosion without LayerNorm, resume, CLI and sweeps."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from pdesim import cli
+from pdesim.training import TrainSpec, build_model, load_data, train
+
+TINY = dict(task="listops", seq_len=32, n_train=256, n_eval=64, layers=2, dim=16, heads=2, batch=16, eval_every=5)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PDESIM_CACHE", str(tmp_path_factory.getbasetemp() / "task-cache"))
+
+
+@pytest.mark.parametrize("model", ["transformer", "pde"])
+def test_a_few_steps_on_one_batch_decrease_the_loss(model):
+    spec = TrainSpec(**TINY, model=model, steps=1)
+    data, _ = load_data(spec)
+    torch.manual_seed(0)
+    net = build_model(spec, data)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    ids, labels = data.ids[:16], data.labels[:16]
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(net(ids), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_training_without_layernorm_records_the_first_non_finite_step_without_raising():
+    spec = TrainSpec(**{**TINY, "layers": 6}, norm="none", clip=None, lr=0.1, steps=40, warmup=0)
+    outcome = train(spec)
+    assert outcome.summary["status"] == "nonfinite"
+    step = outcome.summary["first_nonfinite_step"]
+    assert step is not None and 1 <= step <= 40 and outcome.rows[-1]["step"] == step
+    assert outcome.summary["max_grad_norm"] > 1e3 * outcome.summary["first_grad_norm"]
+
+
+def test_gradients_without_layernorm_dwarf_the_standard_models_at_the_same_settings():
+    settings = dict(**{**TINY, "layers": 6}, clip=None, lr=1e-2, steps=40, warmup=0)
+    standard, no_layernorm = train(TrainSpec(**settings)), train(TrainSpec(**settings, norm="none"))
+    assert standard.summary["status"] == "success" and standard.summary["first_nonfinite_step"] is None
+    assert no_layernorm.summary["max_grad_norm"] > 100 * standard.summary["max_grad_norm"]
+    assert no_layernorm.summary["max_activation"] > 3 * standard.summary["max_activation"]
+
+
+def test_every_step_logs_loss_gradients_per_layer_and_activations():
+    outcome = train(TrainSpec(**TINY, steps=6))
+    row = outcome.rows[-1]
+    assert len(json.loads(row["layer_grad_norms"])) == 2
+    assert row["grad_norm"] > 0 and row["max_activation"] > 0
+    assert 0 < row["attention_entropy"] <= torch.log(torch.tensor(32.0)).item() + 1e-6
+    assert {"val_accuracy", "input_cosine", "input_cka"} <= set(outcome.rows[4])
+
+
+def test_resuming_from_a_checkpoint_continues_bit_for_bit(tmp_path):
+    spec = TrainSpec(**TINY, steps=12, checkpoint_every=6)
+    full = train(spec, checkpoint_dir=tmp_path)
+    resumed = train(spec, resume=tmp_path / "step-000006.safetensors")
+    assert [r["loss"] for r in resumed.rows] == [r["loss"] for r in full.rows[6:]]
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_train_cli_writes_a_run_directory_and_compare_overlays_training_curves(tmp_path, capsys):
+    args = [
+        "train",
+        "--seq-len",
+        "32",
+        "--n-train",
+        "128",
+        "--n-eval",
+        "32",
+        "--layers",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--quiet",
+    ]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*args, "--no-layernorm", "--no-clip", "--out", str(tmp_path / "b")]) == 0
+    for name in (
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "run.log",
+        "checkpoints/last.safetensors",
+        "figures/loss.png",
+    ):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    assert (
+        cli.main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--quiet", "--out", str(tmp_path / "c")])
+        == 0
+    )
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "c" / "metrics.csv").read_text()
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "loss.png").stat().st_size > 1000
+    assert "first non-finite step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "imagenet"], "task='imagenet' is not one of"),
+        (["--diffusion-position", "inside"], "argument --diffusion-position: invalid choice: 'inside'"),
+        (["--steps", "0"], "steps=0 must be an integer >= 1"),
+        (["--clip", "1", "--no-clip"], "give --clip or --no-clip, not both"),
+    ],
+)
+def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert cli.main(["train", *args, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pdesim: error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_sweep_trains_every_grid_point_and_tabulates_mean_and_std(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\nseq_len = 32\nn_train = 64\nn_eval = 32\nlayers = 1\ndim = 16\nheads = 2\nsteps = 2\n"
+        "eval_every = 1\n[grid]\nconfigs = [{diffusion_positions = []}, "
+        '{diffusion_positions = ["after_embedding"], diffusion_scales = [1, 2]}]\nseed = [0, 1]\n'
+    )
+
+    def in_process(config, run_dir):
+        return cli.main(["train", "--config", str(config), "--out", str(run_dir), "--quiet"])
+
+    from pdesim.train_run import run_sweep
+
+    out = run_sweep(sweep, out=tmp_path / "out", workers=1, runner=in_process)
+    table = (out / "table.md").read_text()
+    assert "diffusion_positions=none | 2 |" in table
+    assert "diffusion_positions=after_embedding,diffusion_scales=1+2 | 2 |" in table
+    assert (out / "accuracy.png").stat().st_size > 1000
+    assert len(list((out / "runs").glob("*/summary.json"))) == 4
+
+
+def test_the_spec_rejects_unknown_keys_in_one_line():
+    with pytest.raises(Exception, match="unknown key 'layer' in \\[train\\]"):
+        TrainSpec.from_table({"layer": 2})
+    assert replace(TrainSpec(), steps=3).steps == 3
