@@ -175,10 +175,8 @@ def resolve_train_spec(args: argparse.Namespace) -> TrainSpec:
             raise ConfigError(f"config file {args.config!r} has no [train] table")
         table = dict(tables["train"])
     table.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
-    if args.no_layernorm:
-        if args.norm not in (None, "none"):
-            raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
-        table["norm"] = "none"
+    if _norm_switch(args) is not None:
+        table["norm"] = _norm_switch(args)
     if args.no_residual:
         table["residual"] = False
     if args.no_clip:
@@ -195,6 +193,15 @@ def resolve_train_spec(args: argparse.Namespace) -> TrainSpec:
     return spec
 
 
+def _norm_switch(args: argparse.Namespace) -> str | None:
+    """The LayerNorm mode the flags ask for (--norm or --no-layernorm), or None."""
+    if args.no_layernorm:
+        if args.norm not in (None, "none"):
+            raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
+        return "none"
+    return args.norm
+
+
 def resolve_spec(args: argparse.Namespace) -> RunSpec:
     """The RunSpec from --config, --preset and the flags (flags win)."""
     if args.config:
@@ -206,12 +213,8 @@ def resolve_spec(args: argparse.Namespace) -> RunSpec:
     pde_changes: dict[str, Any] = {
         field: getattr(args, flag) for flag, field in PDE_FLAGS.items() if getattr(args, flag) is not None
     }
-    if args.norm is not None:
-        pde_changes["norm"] = args.norm
-    if args.no_layernorm:
-        if args.norm not in (None, "none"):
-            raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
-        pde_changes["norm"] = "none"
+    if _norm_switch(args) is not None:
+        pde_changes["norm"] = _norm_switch(args)
     if args.no_residual:
         pde_changes["residual"] = False
     run_changes = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}

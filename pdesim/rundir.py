@@ -19,7 +19,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +51,48 @@ def _array_key(label: str, source: str) -> str:
     return f"{clean}__{source}"
 
 
-def write_run(
-    outcome: RunOutcome, out: Path, *, log_text: str, figures: Callable[[RunOutcome, Path], list[Path]]
-) -> Path:
-    """Writes the whole run directory atomically; returns its path."""
+@contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """Yields a hidden sibling of ``out`` to write into; renames it to ``out`` only if the block succeeds.
+
+    An existing ``out`` is replaced only when it is a pdesim run directory (has a config.toml).
+    """
     out = Path(out)
     if out.exists() and not (out / "config.toml").exists() and any(out.iterdir()):
         raise RunDirError(f"{out} exists and is not a pdesim run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_rows(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """A CSV with floats written by repr, so they read back bit for bit."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+
+
+def write_run(
+    outcome: RunOutcome, out: Path, *, log_text: str, figures: Callable[[RunOutcome, Path], list[Path]]
+) -> Path:
+    """Writes the whole run directory atomically; returns its path."""
+    with staged_directory(out) as staging:
         (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
-        with open(staging / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for row in outcome.rows:
-                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-        (staging / "summary.json").write_text(json.dumps(_json_safe(outcome.summary), indent=2) + "\n")
+        write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
+        write_summary(staging / "summary.json", outcome.summary)
         arrays: dict[str, np.ndarray] = {}
         for result in outcome.results:
             arrays[_array_key(result.arm.label, "pde_t")] = result.solution.t.numpy()
@@ -78,13 +104,7 @@ def write_run(
         (staging / "figures").mkdir()
         figures(outcome, staging / "figures")
         (staging / "run.log").write_text(log_text)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -17,11 +17,9 @@ import itertools
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +29,7 @@ import torch
 
 from . import tomlio
 from .config import ConfigError
-from .rundir import RunDirError, _json_safe
+from .rundir import RunDirError, _json_safe, staged_directory, write_rows, write_summary
 from .training import TrainOutcome, TrainSpec, train
 
 TRAIN_COLUMNS = (
@@ -92,14 +90,9 @@ def train_figures(rows: list[dict[str, Any]], folder: Path, title: str) -> list[
 
 def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quiet: bool = False) -> TrainOutcome:
     """Trains into a staging directory and renames it to ``out`` when done (or interrupted)."""
-    out = Path(out)
-    if out.exists() and not (out / "config.toml").exists() and any(out.iterdir()):
-        raise RunDirError(f"{out} exists and is not a pdesim run directory; choose another --out")
     if resume is not None and not Path(resume).exists():
         raise RunDirError(f"checkpoint {resume} does not exist")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         (staging / "checkpoints").mkdir()
 
         def progress(row: dict[str, Any]) -> None:
@@ -113,12 +106,8 @@ def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quie
 
         outcome = train(spec, checkpoint_dir=staging / "checkpoints", resume=resume, on_step=progress)
         (staging / "config.toml").write_text(tomlio.dumps({"train": spec.to_table()}))
-        with open(staging / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=TRAIN_COLUMNS)
-            writer.writeheader()
-            for row in outcome.rows:
-                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-        (staging / "summary.json").write_text(json.dumps(_json_safe(outcome.summary), indent=2) + "\n")
+        write_rows(staging / "metrics.csv", TRAIN_COLUMNS, outcome.rows)
+        write_summary(staging / "summary.json", outcome.summary)
         (staging / "figures").mkdir()
         if outcome.rows:
             train_figures(outcome.rows, staging / "figures", spec.task)
@@ -127,12 +116,6 @@ def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quie
             f"diffusion at {spec.diffusion_positions or 'none'}\n" + json.dumps(_json_safe(outcome.summary)) + "\n"
         )
         (staging / "run.log").write_text(log)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return outcome
 
 
