@@ -155,12 +155,18 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return points
 
 
+def _shown(value: Any) -> str:
+    return ("+".join(map(str, value)) if isinstance(value, list) else str(value)) or "none"
+
+
 def point_name(point: dict[str, Any]) -> str:
-    parts = []
-    for key, value in point.items():
-        shown = "+".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key}={shown or 'none'}")
-    return ",".join(parts).replace("/", "_")
+    """A file-name-safe name for a grid point: key=value,key=value."""
+    return ",".join(f"{key}={_shown(value)}" for key, value in point.items()).replace("/", "_")
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """A short label for tables and charts: the values only (scales marked as such)."""
+    return " ".join(f"scales {_shown(v)}" if k == "diffusion_scales" else _shown(v) for k, v in point.items())
 
 
 def run_sweep(
@@ -191,12 +197,19 @@ def run_sweep(
     runner = runner or _subprocess_runner
     with ThreadPoolExecutor(max_workers=workers) as pool:
         codes = list(pool.map(lambda job: runner(job[1], job[2]), jobs))
-    results = []
-    for (point, _, run_dir), code in zip(jobs, codes):
-        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-        results.append({"point": point, "exit_code": code, **summary})
+    results = collect_results([(point, run_dir) for point, _, run_dir in jobs], codes)
     write_sweep_table(out, grid, results)
     return out
+
+
+def collect_results(runs: list[tuple[dict[str, Any], Path]], codes: list[int] | None = None) -> list[dict[str, Any]]:
+    """Each grid point with its run's summary (empty where the run left none)."""
+    results = []
+    for index, (point, run_dir) in enumerate(runs):
+        path = Path(run_dir) / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        results.append({"point": point, "exit_code": None if codes is None else codes[index], **summary})
+    return results
 
 
 def _subprocess_runner(config: Path, run_dir: Path) -> int:
@@ -236,7 +249,7 @@ def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[
     group_keys = [k for k in keys if k != "seed"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        label = point_name({k: r["point"][k] for k in group_keys if k in r["point"]}) or "all"
+        label = point_label({k: r["point"][k] for k in group_keys if k in r["point"]}) or "all"
         groups.setdefault(label, []).append(r)
     lines = [
         "| configuration | runs | final val accuracy (mean ± std) | best val accuracy (mean ± std) |",

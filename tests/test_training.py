@@ -144,8 +144,8 @@ def test_a_sweep_trains_every_grid_point_and_tabulates_mean_and_std(tmp_path):
 
     out = run_sweep(sweep, out=tmp_path / "out", workers=1, runner=in_process)
     table = (out / "table.md").read_text()
-    assert "diffusion_positions=none | 2 |" in table
-    assert "diffusion_positions=after_embedding,diffusion_scales=1+2 | 2 |" in table
+    assert "| none | 2 |" in table
+    assert "| after_embedding scales 1+2 | 2 |" in table
     assert (out / "accuracy.png").stat().st_size > 1000
     assert len(list((out / "runs").glob("*/summary.json"))) == 4
 
