@@ -113,7 +113,7 @@ def compare_training_figures(rows_by_run: dict[str, list[dict]], folder: Path) -
     ):
         series = {}
         for run_dir, rows in rows_by_run.items():
-            picked = [r for r in rows if isinstance(r.get(column), float)]
+            picked = [r for r in rows if math.isfinite(r.get(column, math.nan))]
             if picked:
                 steps = torch.tensor([r["step"] for r in picked], dtype=torch.float64)
                 series[Path(run_dir).name] = (steps, torch.tensor([r[column] for r in picked], dtype=torch.float64))

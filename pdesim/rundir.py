@@ -107,17 +107,22 @@ def write_run(
     return Path(out)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of RUN/metrics.csv with numbers parsed."""
+def read_rows(run_dir: Path, numeric: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of RUN/metrics.csv with the ``numeric`` columns parsed (an empty cell is nan)."""
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         raise RunDirError(f"{run_dir} is not a pdesim run directory (no metrics.csv)")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("t", *METRIC_COLUMNS):
+        for key in numeric:
             row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
     return rows
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a ``pdesim run`` directory's metrics.csv."""
+    return read_rows(run_dir, ("t", *METRIC_COLUMNS))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 
 from . import tomlio
 from .config import ConfigError
-from .rundir import RunDirError, _json_safe, staged_directory, write_rows, write_summary
+from .rundir import RunDirError, _json_safe, read_rows, staged_directory, write_rows, write_summary
 from .training import TrainOutcome, TrainSpec, train
 
 TRAIN_COLUMNS = (
@@ -120,16 +120,8 @@ def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quie
 
 
 def read_train_rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        raise RunDirError(f"{run_dir} is not a pdesim run directory (no metrics.csv)")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in TRAIN_COLUMNS:
-            if key != "layer_grad_norms" and row.get(key) not in (None, ""):
-                row[key] = float(row[key])
-    return rows
+    """The rows of a ``pdesim train`` directory's metrics.csv (nan where a step was not evaluated)."""
+    return read_rows(run_dir, [c for c in TRAIN_COLUMNS if c != "layer_grad_norms"])
 
 
 # -- sweeps ------------------------------------------------------------------------------------------------
