@@ -40,7 +40,7 @@ def main() -> None:
             "transformer": lambda: tf(u0),
             "pde euler": lambda: solvers.solve(model, u0, (0.0, float(args.layers)), method="euler", dt=1.0),
         },
-        rounds=9,
+        rounds=21,
         device=args.device,
     )
     print(
