@@ -351,6 +351,8 @@ def train(
                 "layer_grad_norms": json.dumps(layer_gradient_norms(model)) if spec.model == "transformer" else "",
             }
             finite = math.isfinite(row["loss"]) and math.isfinite(grad_norm) and math.isfinite(max_activation)
+            if finite:
+                row["attention_entropy"] = first_attention_entropy(model, ids)
             if finite and spec.clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
             if finite:
@@ -358,7 +360,6 @@ def train(
             if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps or not finite:
                 if finite:
                     row["val_loss"], row["val_accuracy"] = evaluate(model, eval_data)
-                    row["attention_entropy"] = first_attention_entropy(model, probe_ids)
                     row.update(representation_similarity(model, probe_ids))
             rows.append(row)
             if on_step:

@@ -33,6 +33,7 @@ def test_a_few_steps_on_one_batch_decrease_the_loss(model):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    assert losses[1] < losses[0]  # one step already helps
     assert losses[-1] < losses[0] - 0.05
 
 
@@ -58,7 +59,7 @@ def test_every_step_logs_loss_gradients_per_layer_and_activations():
     row = outcome.rows[-1]
     assert len(json.loads(row["layer_grad_norms"])) == 2
     assert row["grad_norm"] > 0 and row["max_activation"] > 0
-    assert 0 < row["attention_entropy"] <= torch.log(torch.tensor(32.0)).item() + 1e-6
+    assert all(0 < r["attention_entropy"] <= torch.log(torch.tensor(32.0)).item() + 1e-6 for r in outcome.rows)
     assert {"val_accuracy", "input_cosine", "input_cka"} <= set(outcome.rows[4])
 
 
