@@ -246,8 +246,9 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
             row.update({name: float(metrics[name][k]) for name in METRIC_COLUMNS})
             rows.append(row)
         growth, rate = _growth(t, metrics["mean_token_norm"])
-        final = {name: float(metrics[name][-1]) for name in ("mean_cosine", "cka", "residual", "effective_rank")}
-        entry = {"norm_growth": growth, "growth_rate": rate, **{f"final_{k}": v for k, v in final.items()}}
+        names = ("mean_cosine", "cka", "residual", "effective_rank", "mean_pairwise_cosine", "clusters")
+        final = {f"final_{name}": float(metrics[name][-1]) for name in names}
+        entry = {"norm_growth": growth, "growth_rate": rate, "initial_clusters": float(metrics["clusters"][0]), **final}
         if source == "pde":
             energy = metrics["energy"][torch.isfinite(metrics["energy"])]
             entry["energy_monotone_fraction"] = probes.monotone_fraction(energy) if len(energy) > 1 else math.nan
@@ -279,12 +280,8 @@ class Preset:
     after: Callable[[RunSpec, list[ArmResult]], None] | None = None
 
 
-def _by_label(arms: dict[str, Any], label: str) -> dict[str, Any]:
-    return arms[label]
-
-
 def _explosion_finding(arms: dict[str, Any]) -> dict[str, Any]:
-    variant, standard = _by_label(arms, "no-layernorm"), _by_label(arms, "standard")
+    variant, standard = arms["no-layernorm"], arms["standard"]
     return {
         "no_layernorm_growth": variant["norm_growth"],
         "no_layernorm_rate": variant["growth_rate"],
@@ -297,7 +294,7 @@ def _explosion_finding(arms: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drift_finding(arms: dict[str, Any]) -> dict[str, Any]:
-    variant, standard = _by_label(arms, "no-residual"), _by_label(arms, "standard")
+    variant, standard = arms["no-residual"], arms["standard"]
     return {
         "no_residual_final_cosine": variant["final_mean_cosine"],
         "standard_final_cosine": standard["final_mean_cosine"],
@@ -333,14 +330,6 @@ def _cluster_finding(arms: dict[str, Any]) -> dict[str, Any]:
         "final_clusters": arm["final_clusters"],
         "final_mean_pairwise_cosine": arm["final_mean_pairwise_cosine"],
     }
-
-
-def _cluster_after(spec: RunSpec, results: list[ArmResult]) -> None:
-    result = results[0]
-    metrics = measure(result.model, result.solution.t, result.solution.u)
-    result.extra["initial_clusters"] = float(metrics["clusters"][0])
-    result.extra["final_clusters"] = float(metrics["clusters"][-1])
-    result.extra["final_mean_pairwise_cosine"] = float(metrics["mean_pairwise_cosine"][-1])
 
 
 def _rank_finding(arms: dict[str, Any]) -> dict[str, Any]:
@@ -433,7 +422,6 @@ PRESETS: dict[str, Preset] = {
         pde={"norm": "tangent", "reaction": False, "diffusion": 0.0, "temperature": 1.0, "dtype": "float64"},
         run={"t_end": 20.0, "dt": 0.05, "baseline": False},
         finding=_cluster_finding,
-        after=_cluster_after,
     ),
     "rank-collapse": Preset(
         "pure attention without residual loses rank layer by layer",
