@@ -6,7 +6,7 @@ discrete network that shares a MasterPDE's weights, and ``PDEDiffusion`` the pap
 diffusion layer, insertable at the seven ``POSITIONS``.
 """
 
-from .classifier import Classifier
+from .classifier import Classifier, PDEClassifier
 from .config import ConfigError, PDEConfig
 from .diffusion_layer import PDEDiffusion
 from .model import MasterPDE
@@ -14,6 +14,7 @@ from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, S
 from .transformer import POSITIONS, LayeredPDE, Transformer
 
 __all__ = [
-    "POSITIONS", "Classifier", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction", "MasterPDE",
-    "PDEConfig", "PDEDiffusion", "SoftmaxAttention", "SymmetricAttention", "Transformer",
+    "POSITIONS", "Classifier", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction",
+    "MasterPDE", "PDEClassifier", "PDEConfig", "PDEDiffusion", "SoftmaxAttention", "SymmetricAttention",
+    "Transformer",
 ]

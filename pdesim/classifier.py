@@ -12,9 +12,12 @@ By default each layer has its own weights and h = 1 (an ordinary Transformer); p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+
+import solvers
 
 from .config import ConfigError, PDEConfig
 from .model import MasterPDE, sinusoidal_positions
@@ -106,3 +109,34 @@ class Classifier(nn.Module):
             return x.mean(dim=1)
         weights = mask.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class PDEClassifier(Classifier):
+    """The classifier with its blocks replaced by integrating the master PDE from 0 to ``t_end``."""
+
+    def __init__(self, cfg: PDEConfig, *, t_end: float, solver: str, dt: float, adjoint: bool, **kwargs: Any):
+        super().__init__(cfg, t_end=t_end, per_layer=False, **kwargs)
+        self.t_end, self.solver, self.dt, self.adjoint = t_end, solver, dt, adjoint
+        self.last_status = solvers.Status.SUCCESS
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None, return_states: bool = False):
+        mask = self.valid_mask(ids) if mask is None else mask
+        u, mask = self.embed_tokens(ids, mask)
+        pde = self.blocks.pdes[0]
+        fixed = self.solver in solvers.FIXED_METHODS
+        # kept set (not a context): a recomputing backward pass must see the same mask
+        pde.set_padding_mask(mask)
+        sol = solvers.solve(
+            pde,
+            u,
+            (0.0, self.t_end),
+            method=self.solver,
+            dt=self.dt if fixed else None,
+            adjoint=self.adjoint,
+            project=pde.projection if fixed else None,
+            blowup=None,
+        )
+        self.last_status = sol.status
+        x = self.ln_f(sol.u[-1])
+        logits = self.head(self._pool(x, mask))
+        return (logits, sol.u) if return_states else logits
