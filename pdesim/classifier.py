@@ -20,7 +20,7 @@ from torch import nn
 import solvers
 
 from .config import ConfigError, PDEConfig
-from .model import MasterPDE, sinusoidal_positions
+from .model import IN_BLOCK_POSITIONS, MasterPDE, sinusoidal_positions
 from .transformer import Transformer, make_inserts
 
 POOLINGS = ("mean", "cls")
@@ -57,17 +57,24 @@ class Classifier(nn.Module):
         if not isinstance(layers, int) or layers < 1:
             raise ConfigError(f"layers={layers!r} must be an integer >= 1")
         block_cfg = Transformer.continuous_config(cfg)
-        # Per-layer weights are drawn from their own seeds, as in an ordinary Transformer.
-        pdes = (
-            [MasterPDE(block_cfg.replace(seed=cfg.seed + 7919 * index)) for index in range(layers)]
-            if per_layer
-            else [MasterPDE(block_cfg)] * layers
-        )
+        diffusion_at = tuple(diffusion_at)
+        in_block = [p for p in diffusion_at if p in IN_BLOCK_POSITIONS]
+        outer = [p for p in diffusion_at if p not in IN_BLOCK_POSITIONS]
+        if per_layer:
+            # Every layer its own weights, drawn from its own seed as in an ordinary Transformer,
+            # and its own in-block diffusion layers.
+            pdes = [MasterPDE(block_cfg.replace(seed=cfg.seed + 7919 * index)) for index in range(layers)]
+            for pde in pdes:
+                try:
+                    pde.add_inserts(make_inserts(cfg, in_block, diffusion_scales))
+                except ValueError as err:
+                    raise ConfigError(str(err)) from None
+            block_inserts = make_inserts(cfg, outer, diffusion_scales)
+        else:
+            pdes = [MasterPDE(block_cfg)] * layers
+            block_inserts = make_inserts(cfg, diffusion_at, diffusion_scales)
         self.blocks = Transformer(
-            pdes,
-            float(layers) if t_end is None else t_end,
-            order=order,
-            inserts=make_inserts(cfg, diffusion_at, diffusion_scales),
+            pdes, float(layers) if t_end is None else t_end, order=order, inserts=block_inserts
         )
         factory = {"device": cfg.device, "dtype": cfg.torch_dtype}
         with torch.random.fork_rng(devices=[]):  # seeded, and the global RNG is left alone
@@ -112,9 +119,16 @@ class Classifier(nn.Module):
 
 
 class PDEClassifier(Classifier):
-    """The classifier with its blocks replaced by integrating the master PDE from 0 to ``t_end``."""
+    """The classifier with its blocks replaced by integrating the master PDE from 0 to ``t_end``.
+
+    Diffusion layers at in-block positions are part of the PDE's field; ``after_embedding`` and
+    ``before_head`` act on the initial and the final state. ``between_layers`` has no meaning
+    without layers and is refused.
+    """
 
     def __init__(self, cfg: PDEConfig, *, t_end: float, solver: str, dt: float, adjoint: bool, **kwargs: Any):
+        if "between_layers" in tuple(kwargs.get("diffusion_at", ())):
+            raise ConfigError("diffusion position 'between_layers' needs layers; the PDE model has none")
         super().__init__(cfg, t_end=t_end, per_layer=False, **kwargs)
         self.t_end, self.solver, self.dt, self.adjoint = t_end, solver, dt, adjoint
         self.last_status = solvers.Status.SUCCESS
@@ -122,6 +136,7 @@ class PDEClassifier(Classifier):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None, return_states: bool = False):
         mask = self.valid_mask(ids) if mask is None else mask
         u, mask = self.embed_tokens(ids, mask)
+        u = self.blocks.outer_insert("after_embedding", u, mask)
         pde = self.blocks.pdes[0]
         fixed = self.solver in solvers.FIXED_METHODS
         # kept set (not a context): a recomputing backward pass must see the same mask
@@ -137,6 +152,6 @@ class PDEClassifier(Classifier):
             blowup=None,
         )
         self.last_status = sol.status
-        x = self.ln_f(sol.u[-1])
+        x = self.ln_f(self.blocks.outer_insert("before_head", sol.u[-1], mask))
         logits = self.head(self._pool(x, mask))
         return (logits, sol.u) if return_states else logits

@@ -39,80 +39,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from solvers.stencil import Segments, second_difference
+
 CFL_LIMIT = 0.5
 
 
-@dataclass(frozen=True)
-class _Domain:
-    """For each token: its index, and the first index and length of its run of valid tokens.
-
-    Without a mask the whole sequence is one run (plain ints, so nothing is allocated per batch).
-    """
-
-    position: Tensor
-    start: Tensor | int
-    length: Tensor | int
-    mask: Tensor | None
-
-    @classmethod
-    def of(cls, x: Tensor, mask: Tensor | None) -> _Domain:
-        n = x.shape[-2]
-        position = torch.arange(n, device=x.device)
-        if mask is None:
-            return cls(position, 0, n, None)
-        if mask.dtype != torch.bool or mask.shape != x.shape[:-1]:
-            raise ValueError(
-                f"mask must be a bool tensor of shape {tuple(x.shape[:-1])}, "
-                f"got {mask.dtype} of shape {tuple(mask.shape)}"
-            )
-        position = position.expand(mask.shape)
-        outside = torch.zeros_like(mask[..., :1])
-        previous_valid = torch.cat([outside, mask[..., :-1]], dim=-1)
-        next_valid = torch.cat([mask[..., 1:], outside], dim=-1)
-        # A running max over run starts (and a reversed running min over run ends) gives every
-        # valid token the bounds of its own run. Padding gets the enclosing bounds, which keeps
-        # its (discarded) gather indices in range.
-        start = torch.where(mask & ~previous_valid, position, 0).cummax(dim=-1).values
-        end = torch.where(mask & ~next_valid, position, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
-        return cls(position, start, end - start + 1, mask)
-
-    def outside_zeroed(self, x: Tensor) -> Tensor:
-        """X with padding set to 0, so no NaN or inf stored there can reach any arithmetic."""
-        return x if self.mask is None else torch.where(self.mask.unsqueeze(-1), x, torch.zeros_like(x))
-
-    def keep_padding(self, y: Tensor, x: Tensor) -> Tensor:
-        return y if self.mask is None else torch.where(self.mask.unsqueeze(-1), y, x)
-
-    def take(self, x: Tensor, index: Tensor) -> Tensor:
-        """Tokens of x at ``index`` (shape (N,) without a mask, x.shape[:-1] with one)."""
-        if index.ndim == 1:
-            return x.index_select(-2, index)
-        return x.gather(-2, index.unsqueeze(-1).expand(x.shape))
+def _segments(x: Tensor, mask: Tensor | None) -> Segments | None:
+    """The runs of valid tokens of a (..., N) mask (None without one: the whole sequence is one run)."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or mask.shape != x.shape[:-1]:
+        raise ValueError(
+            f"mask must be a bool tensor of shape {tuple(x.shape[:-1])}, got {mask.dtype} of shape {tuple(mask.shape)}"
+        )
+    return Segments.of_mask(mask)
 
 
-def _reflect(local: Tensor, length: Tensor | int) -> Tensor:
-    """Index in 0..length−1 of local index ``local`` under the even reflection (2·length-periodic)."""
-    folded = torch.remainder(local, 2 * length)
-    return torch.where(folded < length, folded, 2 * length - 1 - folded)
+def _outside_zeroed(x: Tensor, mask: Tensor | None) -> Tensor:
+    """X with padding set to 0, so no NaN or inf stored there can reach any arithmetic."""
+    return x if mask is None else torch.where(mask.unsqueeze(-1), x, torch.zeros_like(x))
 
 
-def _difference(x: Tensor, dilation: int, domain: _Domain, causal: bool) -> Tensor:
-    """D_δ X: the symmetric stencil X_{i+δ} − 2X_i + X_{i−δ}, or the causal X_{i−δ} − X_i."""
-    local = domain.position - domain.start
-    if causal:
-        source_inside_run = local >= dilation
-        behind = domain.take(x, (domain.position - dilation).clamp(min=0))
-        behind = torch.where(source_inside_run.unsqueeze(-1), behind, torch.zeros_like(behind))
-        return behind - x
-    ahead = domain.take(x, domain.start + _reflect(local + dilation, domain.length))
-    behind = domain.take(x, domain.start + _reflect(local - dilation, domain.length))
-    # The same operation order as Laplacian1D.apply, so δ = 1 agrees with it bit for bit.
-    return ahead + behind - 2.0 * x
+def _keep_padding(y: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+    return y if mask is None else torch.where(mask.unsqueeze(-1), y, x)
+
+
+def _difference(x: Tensor, dilation: int, segments: Segments | None, causal: bool) -> Tensor:
+    """D_δ X: the symmetric Neumann stencil X_{i+δ} − 2X_i + X_{i−δ}, or the causal X_{i−δ} − X_i."""
+    if not causal:
+        return second_difference(x, dilation, "neumann", dim=-2, segments=segments)
+    position = torch.arange(x.shape[-2], device=x.device)
+    start = 0 if segments is None else segments.start
+    source_inside_run = (position - start) >= dilation
+    behind = x.roll(dilation, dims=-2) if segments is None else segments.take(x, (position - dilation).clamp(min=0))
+    behind = torch.where(source_inside_run.unsqueeze(-1), behind, torch.zeros_like(behind))
+    return behind - x
 
 
 def heat_step(
@@ -127,9 +92,9 @@ def heat_step(
     ``tau`` broadcasts against the channel axis (a scalar, (1,) or (d,)). Y is non-expansive
     for 0 ≤ τ ≤ ½. The boundary, mask and causal rules are in the module docstring.
     """
-    domain = _Domain.of(x, mask)
-    inside = domain.outside_zeroed(x)
-    return domain.keep_padding(inside + tau * _difference(inside, dilation, domain, causal), x)
+    segments = _segments(x, mask)
+    inside = _outside_zeroed(x, mask)
+    return _keep_padding(inside + tau * _difference(inside, dilation, segments, causal), x, mask)
 
 
 class PDEDiffusion(nn.Module):
@@ -182,15 +147,15 @@ class PDEDiffusion(nn.Module):
         """Smooth x of shape (..., N, d). ``mask`` (..., N) is True for real tokens."""
         if x.shape[-1] != self.dim:
             raise ValueError(f"expected {self.dim} channels in the last axis, got shape {tuple(x.shape)}")
-        domain = _Domain.of(x, mask)
-        inside = domain.outside_zeroed(x)
+        segments = _segments(x, mask)
+        inside = _outside_zeroed(x, mask)
         # Σ_s w_s (X + τ_s D_s X) = X + Σ_s (w_s τ_s) D_s X because Σ_s w_s = 1. This form needs
         # only one running sum.
         coefficients = (self.weights.unsqueeze(-1) * self.tau).to(x.dtype)
         y = inside
         for coefficient, dilation in zip(coefficients, self.scales):
-            y = y + coefficient * _difference(inside, dilation, domain, self.causal)
-        return domain.keep_padding(y, x)
+            y = y + coefficient * _difference(inside, dilation, segments, self.causal)
+        return _keep_padding(y, x, mask)
 
     def transfer_function(self, omega: Tensor) -> Tensor:
         """The step's multiplier on the mode of frequency ω, shape (*omega.shape, d or 1).

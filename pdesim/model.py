@@ -31,6 +31,12 @@ Field = Callable[[Any, torch.Tensor], torch.Tensor]
 # changes the weights of another, nor the initial state.
 _STREAM_INITIAL_STATE, _STREAM_ATTENTION, _STREAM_REACTION = 0, 1, 2
 
+# Where a PDE Diffusion Layer can sit inside the sub-layers (the block-level positions, around and
+# between the blocks, belong to the Transformer): on the stream entering each LayerNorm, on the
+# attention's input, and on the attention's and the FFN's outputs.
+IN_BLOCK_POSITIONS = ("before_norm", "before_attention", "after_attention", "after_ffn")
+BRANCHES = ("diffusion", "attention", "reaction", "stabilizer")
+
 
 def derived_seed(seed: int, stream: int) -> int:
     """A well-mixed 64-bit seed for one purpose of a run seeded with ``seed``."""
@@ -125,6 +131,8 @@ class MasterPDE(nn.Module):
         )
         self.ln1 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, dtype=torch.float64)
         self.ln2 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, dtype=torch.float64)
+        # PDE Diffusion Layers inside the sub-layers, by position (see ``add_inserts``); empty by default.
+        self.inserts = nn.ModuleDict()
         # Built in float64 on the CPU, then cast: the same seed gives the same weights on every
         # device, rounded to the target dtype.
         self.to(device=cfg.device, dtype=cfg.torch_dtype)
@@ -178,18 +186,65 @@ class MasterPDE(nn.Module):
             fields["stabilizer"] = self._stabilizer_term
         return fields
 
-    # -- the terms -------------------------------------------------------------------------------
+    # -- the sub-layers: the one place that says what each term sees and returns ----------------
+    def add_inserts(self, inserts: dict[str, nn.Module]) -> None:
+        """Puts PDE Diffusion Layers at in-block positions (``IN_BLOCK_POSITIONS``); they become part of the field."""
+        for name, layer in inserts.items():
+            if name not in IN_BLOCK_POSITIONS:
+                raise ValueError(f"{name!r} is not an in-block position; choose from {', '.join(IN_BLOCK_POSITIONS)}")
+            if name == "before_norm" and self.cfg.norm not in ("pre", "post"):
+                raise ValueError(f"diffusion position 'before_norm' needs a LayerNorm; norm={self.cfg.norm!r} has none")
+            self.inserts[name] = layer
+
+    def _insert(self, position: str, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.inserts[position](u, mask) if position in self.inserts else u
+
+    def branch_input(self, name: str, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the module of sub-layer ``name`` ("attention" or "reaction") is applied to at state u.
+
+        Under ``pre`` its LayerNorm (LN₁ for attention, LN₂ for the FFN) of the stream, after a
+        ``before_norm`` diffusion layer; the attention's input then passes ``before_attention``.
+        """
+        if name not in ("attention", "reaction"):
+            raise ValueError(f"branch_input: {name!r} has no module input; use 'attention' or 'reaction'")
+        x = u
+        if self.cfg.norm == "pre":
+            x = (self.ln1 if name == "attention" else self.ln2)(self._insert("before_norm", x, mask))
+        return self._insert("before_attention", x, mask) if name == "attention" else x
+
+    def branch(self, name: str, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """X of sub-layer ``name`` at state u: the block adds it as u + h·X, the PDE sums the X's.
+
+        "diffusion" D⊙L u (the mask's valid runs are the domain), "attention" Att of its input,
+        then ``after_attention``; "reaction" Rea of its input, then ``after_ffn``; "stabilizer"
+        the relax term −κ(u − LN₁u).
+        """
+        if name == "attention":
+            return self._insert("after_attention", self.attention(self.branch_input(name, u, mask), mask), mask)
+        if name == "reaction":
+            return self._insert("after_ffn", self.reaction(self.branch_input(name, u, mask)), mask)
+        if name == "diffusion":
+            return self.diffusion(u, mask)
+        if name == "stabilizer":
+            return -self.cfg.relax_kappa * (u - self.ln1(u))
+        raise ValueError(f"unknown branch {name!r}; choose from {', '.join(BRANCHES)}")
+
+    def normalize(self, ln: nn.Module, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The post-LN projection u ↦ LN(u) (after a ``before_norm`` layer), padded tokens untouched."""
+        normed = ln(self._insert("before_norm", u, mask))
+        return normed if mask is None else torch.where(mask.unsqueeze(-1), normed, u)
+
     def _masked_diffusion_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        return self.diffusion(u, self._valid)
+        return self.branch("diffusion", u, self._valid)
 
     def _attention_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.ln1(u) if self.cfg.norm == "pre" else u, self._valid)
+        return self.branch("attention", u, self._valid)
 
     def _reaction_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        return self.reaction(self.ln2(u) if self.cfg.norm == "pre" else u)
+        return self.branch("reaction", u, self._valid)
 
     def _stabilizer_term(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        return -self.cfg.relax_kappa * (u - self.ln1(u))
+        return self.branch("stabilizer", u, self._valid)
 
     # -- the field -------------------------------------------------------------------------------
     def forward(self, t: float | torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -212,8 +267,7 @@ class MasterPDE(nn.Module):
         return self._project if self.cfg.norm == "post" else None
 
     def _project(self, u: torch.Tensor) -> torch.Tensor:
-        projected = self.ln2(u)
-        return projected if self._valid is None else torch.where(self._valid.unsqueeze(-1), projected, u)
+        return self.normalize(self.ln2, u, self._valid)
 
     def parts(self) -> dict[str, Field]:
         """The field as ordered named parts whose sum is ``forward``, for lie/strang splitting.

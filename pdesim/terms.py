@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from solvers.spectral import DiagonalLinear, Laplacian1D
+from solvers.stencil import Segments, reflect_index, second_difference
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh}
 
@@ -36,27 +37,6 @@ def _half_relu_squared(z: torch.Tensor) -> torch.Tensor:
 
 
 POTENTIALS = {"tanh": _log_cosh, "relu": _half_relu_squared}  # ψ with ψ' = σ
-
-
-def reflect_index(j: torch.Tensor, n: torch.Tensor, bc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where grid index ``j`` lands on a grid of ``n`` valid points, and with which sign.
-
-    The ghost rule of ``Laplacian1D`` extended to every integer: ``neumann`` reflects evenly
-    about −½ and n − ½ (period 2n), ``periodic`` wraps (period n), ``dirichlet`` reflects oddly
-    about −1 and n where the field is zero (period 2n + 2; sign 0 on the walls, −1 on mirrors).
-    ``j`` and ``n`` broadcast (e.g. (N,) against (B, 1)); ``n`` must be at least 1.
-    """
-    if bc == "periodic":
-        index = torch.remainder(j, n)
-        return index, torch.ones_like(index)
-    if bc == "neumann":
-        m = torch.remainder(j, 2 * n)
-        return torch.where(m < n, m, 2 * n - 1 - m), torch.ones_like(m)
-    m = torch.remainder(j + 1, 2 * n + 2) - 1
-    inside = (m >= 0) & (m < n)
-    mirrored = m > n
-    index = torch.where(inside, m, torch.where(mirrored, 2 * n - m, torch.zeros_like(m)))
-    return index, inside.long() - mirrored.long()
 
 
 def _gather_tokens(u: torch.Tensor, index: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
@@ -104,7 +84,7 @@ class Diffusion(nn.Module):
             self.theta = nn.Parameter(table.clone())
         else:
             self.register_buffer("theta", table.clone())
-        self._mask_cache: tuple[torch.Tensor, list] | None = None
+        self._mask_cache: tuple[torch.Tensor, Segments] | None = None
 
     @property
     def coefficients(self) -> torch.Tensor:
@@ -120,29 +100,20 @@ class Diffusion(nn.Module):
         return DiagonalLinear(self.operators, self.coefficient_list, shift=shift)
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            out = None
-            for c, op in zip(self.coefficient_list(), self.operators):
-                term = c * op.apply(u)
-                out = term if out is None else out + term
-            return out
+        segments = None if mask is None else self._segments(mask)
         out = None
-        for c, op, (left, right) in zip(self.coefficient_list(), self.operators, self._neighbours(mask)):
-            lap = (_gather_tokens(u, *left) + _gather_tokens(u, *right) - 2.0 * u) / (op.dilation * op.h) ** 2
+        for c, op in zip(self.coefficient_list(), self.operators):
+            lap = second_difference(u, op.dilation, self.bc, dim=-2, segments=segments) / (op.dilation * op.h) ** 2
             out = c * lap if out is None else out + c * lap
+        if mask is None:
+            return out
         return torch.where(mask.unsqueeze(-1), out, torch.zeros((), dtype=out.dtype, device=out.device))
 
-    def _neighbours(self, mask: torch.Tensor) -> list:
-        """Per scale, the (index, sign) of the left and right neighbours; cached per mask object."""
-        if self._mask_cache is not None and self._mask_cache[0] is mask:
-            return self._mask_cache[1]
-        n = mask.sum(-1, keepdim=True).clamp_min(1)
-        i = torch.arange(mask.shape[-1], device=mask.device)
-        maps = [
-            (reflect_index(i - s, n, self.bc), reflect_index(i + s, n, self.bc)) for s in self.scales
-        ]
-        self._mask_cache = (mask, maps)
-        return maps
+    def _segments(self, mask: torch.Tensor) -> Segments:
+        """The valid run of each sequence; cached per mask object (a solve reuses one mask)."""
+        if self._mask_cache is None or self._mask_cache[0] is not mask:
+            self._mask_cache = (mask, Segments.of_mask(mask))
+        return self._mask_cache[1]
 
     def energy(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """E_D = Σ_s Σ_c D_{s,c} / (2(δ_s h)²) Σ_i (u_{i+δ_s,c} − u_{i,c})², shape (B,).

@@ -33,7 +33,8 @@ The PDE Diffusion Layer (``PDEDiffusion``) can be inserted at seven named positi
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ from solvers.steppers import explicit_rk
 
 from .config import ConfigError, PDEConfig
 from .diffusion_layer import PDEDiffusion
-from .model import MasterPDE
+from .model import IN_BLOCK_POSITIONS, MasterPDE
 
 POSITIONS = (
     "after_embedding",
@@ -61,94 +62,67 @@ DISCRETE_NORMS = ("pre", "post", "none", "relax")
 Branch = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _identity(u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    return u
-
-
 class Block(nn.Module):
-    """One layer: a step of size h through the sub-layers of one ``MasterPDE``'s terms."""
+    """One layer: a step of size h through the sub-layers of one ``MasterPDE``.
 
-    def __init__(self, pde: MasterPDE, h: float, *, order: str, substep: str, inserts: Mapping[str, nn.Module]):
+    The block holds a reference to its PDE (``block.pde``), not copies of its modules: what each
+    sub-layer sees and returns is ``pde.branch`` / ``pde.normalize``, the same code the PDE's field
+    sums, so the two cannot disagree. The block registers no parameters of its own; the
+    ``Transformer`` registers each distinct PDE once.
+    """
+
+    def __init__(self, pde: MasterPDE, h: float, *, order: str, substep: str):
         super().__init__()
-        cfg = pde.cfg
-        self.h, self.order, self.norm, self.residual = float(h), order, cfg.norm, cfg.residual
-        self.attention, self.reaction = pde.attention, pde.reaction  # shared modules: tied weights
-        self.ln1, self.ln2, self.diffusion = pde.ln1, pde.ln2, pde.diffusion
-        self.use_attention, self.use_reaction = cfg.attention, cfg.reaction
-        self.use_diffusion, self.relax_kappa = cfg.has_diffusion, cfg.relax_kappa
-        self.inserts = nn.ModuleDict({k: v for k, v in inserts.items() if k in _IN_BLOCK})
-        self._step = explicit_rk(lambda t, u: self._velocity(u), substep).step
-        self._velocity: Branch = _identity  # set per sub-step: the sub-field being stepped
-        self._mask: torch.Tensor | None = None
-
-    def _insert(self, name: str, u: torch.Tensor) -> torch.Tensor:
-        layer = self.inserts[name] if name in self.inserts else None
-        return u if layer is None else layer(u, self._mask)
-
-    # -- branches (X of "u + h·X") -------------------------------------------------------------
-    def _norm_input(self, ln: nn.Module, u: torch.Tensor) -> torch.Tensor:
-        return ln(self._insert("before_norm", u)) if self.norm == "pre" else u
-
-    def _attention_branch(self, u: torch.Tensor) -> torch.Tensor:
-        x = self._insert("before_attention", self._norm_input(self.ln1, u))
-        return self._insert("after_attention", self.attention(x, self._mask))
-
-    def _ffn_branch(self, u: torch.Tensor) -> torch.Tensor:
-        return self._insert("after_ffn", self.reaction(self._norm_input(self.ln2, u)))
-
-    def _diffusion_branch(self, u: torch.Tensor) -> torch.Tensor:
-        return self.diffusion(u, self._mask)
-
-    def _relax_branch(self, u: torch.Tensor) -> torch.Tensor:
-        return -self.relax_kappa * (u - self.ln1(u))
+        self.__dict__["pde"] = pde  # a plain reference: registering it here would list tied weights twice
+        self.h, self.order = float(h), order
+        self._rk = explicit_rk(substep)
 
     # -- sub-steps -------------------------------------------------------------------------------
-    def _advance(self, branch: Branch, u: torch.Tensor, dt: float, *, residual_branch: bool) -> torch.Tensor:
-        if residual_branch and not self.residual:
-            self._velocity = lambda v: branch(v) - v  # (1 − h)u + hX for an Euler sub-step
+    def _advance(self, name: str, u: torch.Tensor, dt: float, mask: torch.Tensor | None) -> torch.Tensor:
+        """One explicit sub-step of sub-layer ``name``; without residual, u + h·X becomes (1 − h)u + h·X."""
+        pde = self.pde
+        if name in ("attention", "reaction") and not pde.cfg.residual:
+            velocity: Branch = lambda v: pde.branch(name, v, mask) - v  # noqa: E731
         else:
-            self._velocity = branch
-        out = self._step(0.0, u, dt)
-        if self._mask is not None:
-            out = torch.where(self._mask.unsqueeze(-1), out, u)
-        return out
+            velocity = lambda v: pde.branch(name, v, mask)  # noqa: E731
+        out = self._rk.step(lambda t, v: velocity(v), 0.0, u, dt)
+        return out if mask is None else torch.where(mask.unsqueeze(-1), out, u)
 
-    def _post_norm(self, ln: nn.Module, u: torch.Tensor) -> torch.Tensor:
-        if self.norm != "post":
+    def _residual_step(self, name: str, u: torch.Tensor, dt: float, mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention or FFN sub-layer, followed by its LayerNorm under post-LN."""
+        cfg = self.pde.cfg
+        if not (cfg.attention if name == "attention" else cfg.reaction):
             return u
-        normed = ln(self._insert("before_norm", u))
-        return normed if self._mask is None else torch.where(self._mask.unsqueeze(-1), normed, u)
+        u = self._advance(name, u, dt, mask)
+        if cfg.norm == "post":
+            u = self.pde.normalize(self.pde.ln1 if name == "attention" else self.pde.ln2, u, mask)
+        return u
 
-    def _attention_step(self, u: torch.Tensor, dt: float) -> torch.Tensor:
-        if not self.use_attention:
-            return u
-        return self._post_norm(self.ln1, self._advance(self._attention_branch, u, dt, residual_branch=True))
-
-    def _ffn_step(self, u: torch.Tensor, dt: float) -> torch.Tensor:
-        if not self.use_reaction:
-            return u
-        return self._post_norm(self.ln2, self._advance(self._ffn_branch, u, dt, residual_branch=True))
-
-    def _diffusion_step(self, u: torch.Tensor, dt: float) -> torch.Tensor:
-        u = self._advance(self._diffusion_branch, u, dt, residual_branch=False) if self.use_diffusion else u
-        if self.norm == "relax":
-            u = self._advance(self._relax_branch, u, dt, residual_branch=False)
+    def _diffusion_step(self, u: torch.Tensor, dt: float, mask: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.pde.cfg
+        if cfg.has_diffusion:
+            u = self._advance("diffusion", u, dt, mask)
+        if cfg.norm == "relax":
+            u = self._advance("stabilizer", u, dt, mask)
         return u
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        self._mask, h = mask, self.h
+        h = self.h
         if self.order == "lie":
-            u = self._diffusion_step(u, h)
-            u = self._attention_step(u, h)
-            return self._ffn_step(u, h)
-        u = self._ffn_step(u, h / 2)
-        u = self._diffusion_step(u, h / 2)
-        u = self._attention_step(u, h)
-        u = self._diffusion_step(u, h / 2)
-        return self._ffn_step(u, h / 2)
+            u = self._diffusion_step(u, h, mask)
+            u = self._residual_step("attention", u, h, mask)
+            return self._residual_step("reaction", u, h, mask)
+        u = self._residual_step("reaction", u, h / 2, mask)
+        u = self._diffusion_step(u, h / 2, mask)
+        u = self._residual_step("attention", u, h, mask)
+        u = self._diffusion_step(u, h / 2, mask)
+        return self._residual_step("reaction", u, h / 2, mask)
+
+    def extra_repr(self) -> str:
+        return f"h={self.h:g}, order={self.order!r}"
 
 
-_IN_BLOCK = ("before_attention", "after_attention", "after_ffn", "before_norm")
+_OUTER = ("after_embedding", "between_layers", "before_head")
 
 
 class Transformer(nn.Module):
@@ -178,18 +152,22 @@ class Transformer(nn.Module):
                 f"norm={cfg.norm!r} has no discrete block; use one of {', '.join(DISCRETE_NORMS)} "
                 "('post' is the discrete counterpart of 'tangent')"
             )
-        inserts = dict(inserts or {})
-        unknown = sorted(set(inserts) - set(POSITIONS))
-        if unknown:
-            raise ConfigError(f"unknown diffusion position {unknown[0]!r}; choose from {', '.join(POSITIONS)}")
-        if "before_norm" in inserts and cfg.norm not in ("pre", "post"):
-            raise ConfigError(f"diffusion position 'before_norm' needs a LayerNorm; norm={cfg.norm!r} has none")
+        inserts = _checked_positions(inserts or {})
+        in_block = {k: v for k, v in inserts.items() if k in IN_BLOCK_POSITIONS}
+        distinct = _unique(pdes)
+        if in_block:
+            if len(distinct) > 1:
+                raise ConfigError(
+                    "per-layer PDEs carry their own in-block diffusion layers (MasterPDE.add_inserts); "
+                    f"pass only {', '.join(_OUTER)} here"
+                )
+            _add_inserts(distinct[0], in_block)
         self.layers, self.t_end, self.order, self.substep = len(pdes), float(t_end), order, substep
         self.h = self.t_end / self.layers
-        self.pdes = nn.ModuleList(_unique(pdes))
+        self.pdes = nn.ModuleList(distinct)  # each distinct PDE once: tied weights have one name
         self._pde_sequence = list(pdes)
-        self.inserts = nn.ModuleDict({k: v for k, v in inserts.items() if k not in _IN_BLOCK})
-        self.blocks = nn.ModuleList(Block(pde, self.h, order=order, substep=substep, inserts=inserts) for pde in pdes)
+        self.inserts = nn.ModuleDict({k: v for k, v in inserts.items() if k in _OUTER})
+        self.blocks = nn.ModuleList(Block(pde, self.h, order=order, substep=substep) for pde in pdes)
 
     @classmethod
     def from_pde(
@@ -208,7 +186,9 @@ class Transformer(nn.Module):
 
         ``per_layer=True`` gives each block its own copy of the weights (piecewise-constant θ(t));
         its continuous counterpart is ``transformer.continuous()``. ``diffusion_at`` names the
-        positions that get a PDE Diffusion Layer (or maps names to ready layers).
+        positions that get a PDE Diffusion Layer (or maps names to ready layers). In-block layers
+        become part of the PDE (``model.inserts``, so its field includes them too); with
+        ``per_layer`` every layer gets its own copy.
         """
         if not isinstance(layers, int) or layers < 1:
             raise ConfigError(f"layers={layers!r} must be an integer >= 1")
@@ -219,9 +199,18 @@ class Transformer(nn.Module):
                 f"residual=False: these blocks are Euler steps of du/dt = Φ(u) − {expected:g}·u, but the model has "
                 f"decay={cfg.decay:g}; build it from Transformer.continuous_config(cfg) to pair them"
             )
-        pdes = [copy.deepcopy(model) for _ in range(layers)] if per_layer else [model] * layers
-        inserts = make_inserts(cfg, diffusion_at, diffusion_scales)
-        return cls(pdes, t_end, order=order, substep=substep, inserts=inserts)
+        inserts = _checked_positions(make_inserts(cfg, diffusion_at, diffusion_scales))
+        in_block = {k: v for k, v in inserts.items() if k in IN_BLOCK_POSITIONS}
+        outer = {k: v for k, v in inserts.items() if k in _OUTER}
+        if not per_layer:
+            _add_inserts(model, in_block)
+            return cls([model] * layers, t_end, order=order, substep=substep, inserts=outer)
+        pdes = []
+        for _ in range(layers):
+            layer = copy.deepcopy(model)
+            _add_inserts(layer, copy.deepcopy(in_block))
+            pdes.append(layer)
+        return cls(pdes, t_end, order=order, substep=substep, inserts=outer)
 
     @staticmethod
     def continuous_config(cfg: PDEConfig) -> PDEConfig:
@@ -230,18 +219,19 @@ class Transformer(nn.Module):
             return cfg
         return cfg.replace(decay=float(int(cfg.attention) + int(cfg.reaction)))
 
-    def _outer(self, name: str, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def outer_insert(self, name: str, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffusion layer at block-level position ``name`` applied to u (u itself when there is none)."""
         return self.inserts[name](u, mask) if name in self.inserts else u
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None, return_all: bool = False) -> torch.Tensor:
-        u = self._outer("after_embedding", u, mask)
+        u = self.outer_insert("after_embedding", u, mask)
         states = [u]
         for index, block in enumerate(self.blocks):
             if index > 0:
-                u = self._outer("between_layers", u, mask)
+                u = self.outer_insert("between_layers", u, mask)
             u = block(u, mask)
             states.append(u)
-        states[-1] = self._outer("before_head", u, mask)
+        states[-1] = self.outer_insert("before_head", u, mask)
         return torch.stack(states) if return_all else states[-1]
 
     def continuous(self) -> MasterPDE | LayeredPDE:
@@ -261,6 +251,20 @@ def make_inserts(
     for layer in inserts.values():
         layer.to(device=cfg.device, dtype=cfg.torch_dtype)
     return inserts
+
+
+def _checked_positions(inserts: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    unknown = sorted(set(inserts) - set(POSITIONS))
+    if unknown:
+        raise ConfigError(f"unknown diffusion position {unknown[0]!r}; choose from {', '.join(POSITIONS)}")
+    return dict(inserts)
+
+
+def _add_inserts(pde: MasterPDE, inserts: Mapping[str, nn.Module]) -> None:
+    try:
+        pde.add_inserts(dict(inserts))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _unique(modules: list[nn.Module]) -> list[nn.Module]:
@@ -289,25 +293,72 @@ class LayeredPDE(nn.Module):
         return self._sequence[index](t, u)
 
     def solve(
-        self, u0: torch.Tensor, *, method: str = "rk4", dt: float | None = None, **kwargs: Any
+        self,
+        u0: torch.Tensor,
+        *,
+        method: str = "rk4",
+        dt: float | None = None,
+        t_eval: Sequence[float] | torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> solvers.Solution:
-        """Integrates [0, T] one weight interval at a time; saves the state at every interval end."""
-        times, states, stats = [0.0], [u0], {"nfe": 0, "steps": 0}
-        u, status, sol = u0, solvers.Status.SUCCESS, None
+        """Integrates [0, T] one weight interval at a time, so no step straddles a change of weights.
+
+        Saves at ``t_eval`` (times in [0, T]), or at 0 and every interval end when it is None. The
+        Solution's stats add up the intervals' (nfe, steps, wall time; dt min/mean/max over all
+        steps); status, message and t_event are those of the interval where the run ended.
+        """
+        if t_eval is None:
+            wanted = [index * self.h for index in range(len(self._sequence) + 1)]
+        else:
+            wanted = [float(x) for x in (t_eval.tolist() if isinstance(t_eval, torch.Tensor) else t_eval)]
+            if not wanted or any(b <= a for a, b in zip(wanted[:-1], wanted[1:])):
+                raise solvers.SolverInputError("t_eval must be a non-empty, strictly increasing sequence of times")
+            if wanted[0] < 0.0 or wanted[-1] > self.t_end * (1 + 1e-12):
+                raise solvers.SolverInputError(f"t_eval must lie within [0, {self.t_end:g}]")
+        # times within rounding of an interval end are that end (float32 t_eval, say)
+        ends = [index * self.h for index in range(len(self._sequence) + 1)]
+        tolerance = 1e-9 * max(1.0, self.t_end)
+        wanted = [next((e for e in ends if abs(e - t) <= tolerance), t) for t in wanted]
+        times: list[float] = [0.0] if wanted[0] == 0.0 else []
+        states: list[torch.Tensor] = [u0] if wanted[0] == 0.0 else []
+        u, sol, parts = u0, None, []
         for index, pde in enumerate(self._sequence):
-            t0, t1 = index * self.h, (index + 1) * self.h
-            sol = solvers.solve(pde, u, (t0, t1), method=method, dt=dt, project=pde.projection, **kwargs)
-            stats["nfe"] += sol.stats["nfe"]
-            stats["steps"] += sol.stats["steps"]
-            u, status = sol.u[-1], sol.status
-            times.append(float(sol.t[-1]))
-            states.append(u)
+            t0, t1 = ends[index], ends[index + 1]
+            inside = [t for t in wanted if t0 < t <= t1]
+            points = [t0] + [t for t in inside if t < t1] + [t1]
+            sol = solvers.solve(pde, u, (t0, t1), method=method, dt=dt, t_eval=points, project=pde.projection, **kwargs)
+            parts.append(sol)
+            u = sol.u[-1]
+            for t, state in zip(sol.t.tolist()[1:], sol.u[1:]):
+                if t in inside:
+                    times.append(t)
+                    states.append(state)
             if not sol.ok:
+                if not times or times[-1] != float(sol.t[-1]):  # a stopped run keeps where it stopped
+                    times.append(float(sol.t[-1]))
+                    states.append(u)
                 break
         return solvers.Solution(
             t=torch.tensor(times, dtype=torch.float64),
             u=torch.stack(states),
-            status=status,
-            stats=stats,
-            t_event=None if sol is None else sol.t_event,
+            status=sol.status,
+            stats=_summed_stats(parts),
+            t_event=sol.t_event,
+            message=sol.message,
         )
+
+
+def _summed_stats(parts: list[solvers.Solution]) -> dict[str, Any]:
+    """The statistics of consecutive solves as one run's."""
+    total: dict[str, Any] = {"method": parts[-1].stats.get("method")}
+    for key in ("nfe", "steps", "accepted", "rejected", "wall_time"):
+        values = [p.stats.get(key) for p in parts]
+        total[key] = sum(v for v in values if v is not None)
+    steps = [p.stats.get("steps") or 0 for p in parts]
+    means = [p.stats.get("dt_mean", math.nan) for p in parts]
+    counted = [(n, m) for n, m in zip(steps, means) if n and math.isfinite(m)]
+    finite = lambda key: [v for p in parts if math.isfinite(v := p.stats.get(key, math.nan))]  # noqa: E731
+    total["dt_min"] = min(finite("dt_min"), default=math.nan)
+    total["dt_max"] = max(finite("dt_max"), default=math.nan)
+    total["dt_mean"] = sum(n * m for n, m in counted) / sum(n for n, _ in counted) if counted else math.nan
+    return total

@@ -1,7 +1,8 @@
 """Diagonalizable linear operators on a 1-D grid: the second difference and its eigenbasis.
 
 ``Laplacian1D`` applies (u_{i+δ} − 2u_i + u_{i−δ}) / (δh)² along one axis of a tensor with a
-boundary condition, and knows its eigen-decomposition: the orthonormal DCT-II basis for
+boundary condition (the stencil and its boundary rules live in ``solvers.stencil``), and knows
+its eigen-decomposition: the orthonormal DCT-II basis for
 ``neumann`` (even reflection), the Fourier basis for ``periodic`` and the DST-I basis for
 ``dirichlet`` (odd reflection, i.e. zero just outside the sequence). The ghost cells of a
 dilation δ > 1 follow the same reflection, so every dilation shares one eigenbasis and a sum of
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-BOUNDARY_CONDITIONS = ("neumann", "periodic", "dirichlet")
+from .stencil import BOUNDARY_CONDITIONS, second_difference
 
 
 def _move_last(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -91,28 +92,15 @@ class Laplacian1D:
         return f"Laplacian1D(n={self.n}, bc={self.bc!r}, dim={self.dim}, spacing={self.h}, dilation={self.dilation})"
 
     # -- the stencil -------------------------------------------------------------------------
-    def _ghosts(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The δ ghost cells on each side (axis moved last), by the boundary rule."""
-        d = self.dilation
-        if self.bc == "periodic":
-            return u[..., -d:], u[..., :d]
-        if self.bc == "neumann":
-            return u[..., :d].flip(-1), u[..., -d:].flip(-1)
-        zero = torch.zeros_like(u[..., :1])
-        left = torch.cat([-u[..., : d - 1].flip(-1), zero], dim=-1)
-        right = torch.cat([zero, -u[..., u.shape[-1] - d + 1 :].flip(-1)], dim=-1)
-        return left, right
-
     def apply(self, u: torch.Tensor) -> torch.Tensor:
-        """(L u)_i = (u_{i+δ} − 2u_i + u_{i−δ}) / (δh)², vectorized over every other axis."""
+        """(L u)_i = (u_{i+δ} − 2u_i + u_{i−δ}) / (δh)² along ``dim``, vectorized over every other axis.
+
+        The stencil runs along ``dim`` in place (``solvers.stencil``): the result has the input's
+        layout, contiguous when the input is.
+        """
         if u.shape[self.dim] != self.n:
             raise ValueError(f"expected {self.n} points along dim {self.dim}, got shape {tuple(u.shape)}")
-        y = _move_last(u, self.dim)
-        left, right = self._ghosts(y)
-        ext = torch.cat([left, y, right], dim=-1)
-        d = self.dilation
-        out = (ext[..., 2 * d :] + ext[..., : -2 * d] - 2.0 * y) / (d * self.h) ** 2
-        return _move_back(out, self.dim)
+        return second_difference(u, self.dilation, self.bc, dim=self.dim) / (self.dilation * self.h) ** 2
 
     __call__ = apply
 
