@@ -18,7 +18,7 @@ from .clustering import cluster_count, pairwise_cosines
 from .consistency import commutator, consistency
 from .drift import drift, linear_cka
 from .energy import energy, energy_rate_check, monotone_fraction
-from .lyapunov import ftle, ftle_two_trajectories
+from .lyapunov import ftle, ftle_two_trajectories, lyapunov_spectrum
 from .norms import growth_rate, norms
 from .rank import composite_norm, effective_rank, mean_pairwise_cosine, rank_collapse
 from .spectrum import (
@@ -35,8 +35,8 @@ __all__ = [
     "attention_entropy", "attention_entropy_of", "cluster_count", "commutator", "composite_norm", "consistency",
     "dense_jacobian", "drift", "effective_rank", "energy", "energy_rate_check", "forward_mode_safe", "ftle",
     "ftle_two_trajectories", "growth_rate", "jacobian_spectrum", "jvp", "laplacian_formula", "laplacian_spectrum",
-    "linear_cka", "max_stable_dt", "mean_pairwise_cosine", "monotone_fraction", "norms", "pairwise_cosines",
-    "plots", "rank_collapse", "stability_function", "step_is_stable", "transfer_function",
+    "linear_cka", "lyapunov_spectrum", "max_stable_dt", "mean_pairwise_cosine", "monotone_fraction", "norms",
+    "pairwise_cosines", "plots", "rank_collapse", "stability_function", "step_is_stable", "transfer_function",
 ]
 
 

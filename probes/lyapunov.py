@@ -3,6 +3,8 @@
 Two estimators of the largest exponent λ₁ over [t0, t_end]:
 - ``ftle``: the tangent flow dv/dt = J(u) v integrated with u (JVPs, no Jacobian formed);
 - ``ftle_two_trajectories``: a reference and a perturbed trajectory, a finite-difference check.
+And the top k of the spectrum, ``lyapunov_spectrum``: k tangent vectors integrated with u and
+re-orthonormalized by QR (Benettin et al. 1980); λ_i is the time-average of log |R_ii|.
 Both renormalize the separation every ``renormalize_every`` time units (Benettin et al.), so it
 never overflows nor leaves the linear regime, and report the running exponent
 λ(t) = (1/(t − t0)) Σ log(growth) at each renormalization. Each sample of the batch has its own
@@ -19,7 +21,7 @@ import torch
 
 import solvers
 
-from .autodiff import jvp
+from .autodiff import forward_mode_safe, jvp
 
 Field = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -41,10 +43,33 @@ def _as_sample_scale(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (like.ndim - 1)))
 
 
-def _random_direction(u0: torch.Tensor, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    v = torch.randn(u0.shape, generator=generator, dtype=torch.float64).to(device=u0.device, dtype=u0.dtype)
+def _random_direction(u0: torch.Tensor, seed: int, direction: torch.Tensor | None = None) -> torch.Tensor:
+    """A unit vector per sample: ``direction`` normalized, or a seeded random one."""
+    if direction is None:
+        generator = torch.Generator().manual_seed(seed)
+        v = torch.randn(u0.shape, generator=generator, dtype=torch.float64).to(device=u0.device, dtype=u0.dtype)
+    else:
+        if direction.shape != u0.shape:
+            raise ValueError(
+                f"direction of shape {tuple(direction.shape)} does not match u0 of shape {tuple(u0.shape)}"
+            )
+        v = direction.detach().to(device=u0.device, dtype=u0.dtype)
+        if not bool((_per_sample_norm(v) > 0).all()):
+            raise ValueError("direction must be non-zero for every sample")
     return v / _as_sample_scale(_per_sample_norm(v), v)
+
+
+def _tangent_projection(project: Callable[[torch.Tensor], torch.Tensor] | None):
+    """The projection of a stacked (u, v₁, …, v_k): u ↦ P(u) and each v ↦ DP(u)·v; None without one."""
+    if project is None:
+        return None
+
+    def project_stack(stack: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), forward_mode_safe():
+            outs = [torch.func.jvp(project, (stack[0],), (v,)) for v in stack[1:]]
+        return torch.stack([outs[0][0]] + [tangent for _, tangent in outs])
+
+    return project_stack
 
 
 def _renormalized_run(
@@ -56,15 +81,16 @@ def _renormalized_run(
     dt: float,
     method: str,
     renormalize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Integrates the stacked pair segment by segment; ``renormalize`` returns (new pair, log growth (B,))."""
+    """Integrates the stacked pair segment by segment; ``renormalize`` returns (new pair, log growth (B, ...))."""
     batch = pair.shape[1]
-    log_growth = torch.zeros(batch, dtype=torch.float64, device=pair.device)
+    log_growth: torch.Tensor | float = 0.0
     running = []
     start = t0
     for end in ends:
         with torch.no_grad():  # a measurement: no reverse graph through the system's parameters
-            sol = solvers.solve(pair_field, pair, (start, end), method=method, dt=dt, blowup=None)
+            sol = solvers.solve(pair_field, pair, (start, end), method=method, dt=dt, blowup=None, project=project)
         pair = sol.u[-1].detach()
         if not sol.ok or not bool(torch.isfinite(pair).all()):
             break
@@ -73,15 +99,11 @@ def _renormalized_run(
         running.append(log_growth / (end - t0))
         start = end
     # A run that stopped early (non-finite state) leaves nan for the rest: an explosion is a finding.
+    shape = running[0].shape if running else (batch,)
     while len(running) < len(ends):
-        running.append(torch.full((batch,), math.nan, dtype=torch.float64, device=pair.device))
-    exponents = torch.stack(running)  # (K, B)
-    return {
-        "t": torch.tensor(ends, dtype=torch.float64),
-        "ftle": exponents.mean(dim=1),
-        "final": float(exponents[-1].mean()),
-        "per_sample": exponents[-1],
-    }
+        running.append(torch.full(shape, math.nan, dtype=torch.float64, device=pair.device))
+    exponents = torch.stack(running)  # (K, B) or (K, B, k)
+    return {"t": torch.tensor(ends, dtype=torch.float64), "exponents": exponents}
 
 
 def ftle(
@@ -94,13 +116,17 @@ def ftle(
     renormalize_every: float = 1.0,
     seed: int = 0,
     t0: float = 0.0,
+    direction: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Largest finite-time Lyapunov exponent of du/dt = system(t, u) from u0 over [t0, t_end].
 
     Integrates (u, v) with dv/dt = ∂f/∂u(t, u)·v (``torch.func.jvp``) by ``solvers.solve`` with
-    ``method`` and step ``dt``, from a seeded random unit v per sample. Returns "t" (K,) the
-    renormalization times, "ftle" (K,) the running exponent (batch-mean), "final" (float) its last
-    value and "per_sample" (B,). Cost: one JVP per stage, about twice a plain run.
+    ``method`` and step ``dt``, from ``direction`` (normalized per sample) or a seeded random unit
+    v per sample. ``project`` (e.g. a post-LN model's ``projection``) is applied after every step to
+    u, and its derivative DP(u) to v: the exponent of the projected integrator. Returns "t" (K,)
+    the renormalization times, "ftle" (K,) the running exponent (batch-mean), "final" (float) its
+    last value and "per_sample" (B,). Cost: one JVP per stage, about twice a plain run.
     """
     u0 = u0.detach()
 
@@ -112,9 +138,94 @@ def ftle(
         tangent = pair[1] / _as_sample_scale(growth, pair[1])
         return torch.stack([pair[0], tangent]), growth.to(torch.float64).log()
 
-    pair = torch.stack([u0, _random_direction(u0, seed)])
+    pair = torch.stack([u0, _random_direction(u0, seed, direction)])
     ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
-    return _renormalized_run(pair_field, pair, ends, float(t0), dt=dt, method=method, renormalize=renormalize)
+    run = _renormalized_run(
+        pair_field,
+        pair,
+        ends,
+        float(t0),
+        dt=dt,
+        method=method,
+        renormalize=renormalize,
+        project=_tangent_projection(project),
+    )
+    return _largest(run)
+
+
+def _largest(run: dict[str, Any]) -> dict[str, Any]:
+    exponents = run["exponents"]  # (K, B)
+    return {
+        "t": run["t"],
+        "ftle": exponents.mean(dim=1),
+        "final": float(exponents[-1].mean()),
+        "per_sample": exponents[-1],
+    }
+
+
+def lyapunov_spectrum(
+    system: Field,
+    u0: torch.Tensor,
+    t_end: float,
+    *,
+    k: int,
+    dt: float,
+    method: str = "rk4",
+    renormalize_every: float = 1.0,
+    seed: int = 0,
+    t0: float = 0.0,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """The top ``k`` finite-time Lyapunov exponents of du/dt = system(t, u) from u0 over [t0, t_end].
+
+    Integrates u with k tangent vectors dv_i/dt = J(u)·v_i (one JVP each per stage) from a seeded
+    random orthonormal frame per sample, and every ``renormalize_every`` time units replaces the
+    frame V (n × k, n = N·d) by Q of V = QR, adding log |R_ii| to exponent i (Benettin). The
+    exponents come out in decreasing order; their sum is the growth rate of k-volumes, the
+    time-average of the trace of J restricted to the frame (for k = n, of tr J itself).
+    ``project`` as in ``ftle``. Returns "t" (K,), "exponents" (K, k) running batch-means,
+    "final" (k,) the last row and "per_sample" (B, k).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    u0 = u0.detach()
+    batch, size = u0.shape[0], u0[0].numel()
+    if k > size:
+        raise ValueError(f"k={k} exceeds the state dimension {size} of each sample")
+
+    def stack_field(t: Any, stack: torch.Tensor) -> torch.Tensor:
+        outs = [jvp(system, t, stack[0], v) for v in stack[1:]]
+        return torch.stack([outs[0][0]] + [tangent for _, tangent in outs])
+
+    def orthonormalize(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frame = stack[1:].reshape(k, batch, size).permute(1, 2, 0)  # (B, n, k)
+        q, r = torch.linalg.qr(frame.to(torch.float64))
+        growth = r.diagonal(dim1=-2, dim2=-1).abs().log()  # (B, k)
+        tangents = q.permute(2, 0, 1).reshape(k, *u0.shape).to(stack.dtype)
+        return torch.cat([stack[:1], tangents]), growth
+
+    generator = torch.Generator().manual_seed(seed)
+    frame = torch.randn(batch, size, k, generator=generator, dtype=torch.float64)
+    frame = torch.linalg.qr(frame)[0].permute(2, 0, 1).reshape(k, *u0.shape).to(device=u0.device, dtype=u0.dtype)
+    stack = torch.cat([u0.unsqueeze(0), frame])
+    ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
+    run = _renormalized_run(
+        stack_field,
+        stack,
+        ends,
+        float(t0),
+        dt=dt,
+        method=method,
+        renormalize=orthonormalize,
+        project=_tangent_projection(project),
+    )
+    exponents = run["exponents"]  # (K, B, k)
+    return {
+        "t": run["t"],
+        "exponents": exponents.mean(dim=1),
+        "final": exponents[-1].mean(dim=0),
+        "per_sample": exponents[-1],
+    }
 
 
 def ftle_two_trajectories(
@@ -159,4 +270,4 @@ def ftle_two_trajectories(
     start_distance.append(_per_sample_norm(perturbed - u0))
     pair = torch.stack([u0, perturbed])
     ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
-    return _renormalized_run(pair_field, pair, ends, float(t0), dt=dt, method=method, renormalize=renormalize)
+    return _largest(_renormalized_run(pair_field, pair, ends, float(t0), dt=dt, method=method, renormalize=renormalize))

@@ -270,6 +270,61 @@ def test_ftle_runs_through_fused_attention():
     assert math.isfinite(result["final"])
 
 
+def test_lyapunov_spectrum_of_a_linear_system_is_the_real_parts_of_its_eigenvalues():
+    a = matrix_with_gap([0.3, -0.4, -1.0, -2.0])
+    u0 = randn(2, 1, 4, seed=2)
+    result = probes.lyapunov_spectrum(LinearField(a), u0, 200.0, k=3, dt=0.25, renormalize_every=5.0)
+    assert result["exponents"].shape == (40, 3) and result["per_sample"].shape == (2, 3)
+    torch.testing.assert_close(result["final"], torch.tensor([0.3, -0.4, -1.0], dtype=DT), atol=2e-2, rtol=0)
+
+
+def test_lyapunov_spectrum_of_a_rotation_has_equal_real_parts():
+    # eigenvalues −0.1 ± 2i: every direction contracts at −0.1 on average
+    a = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=DT)
+    result = probes.lyapunov_spectrum(LinearField(a), randn(1, 1, 2, seed=1), 50.0, k=2, dt=0.05)
+    torch.testing.assert_close(result["final"], torch.tensor([-0.1, -0.1], dtype=DT), atol=1e-6, rtol=0)
+
+
+def test_the_sum_of_all_exponents_is_the_time_averaged_trace_of_the_jacobian():
+    w = 1.5 * randn(3, 3, seed=7)
+
+    def field(t, u):
+        return torch.tanh(u @ w.T) - 0.5 * u
+
+    u0 = randn(1, 2, 3, seed=8)
+    t_end, dt = 4.0, 0.01
+    result = probes.lyapunov_spectrum(field, u0, t_end, k=6, dt=dt, renormalize_every=1.0)
+    path = solvers.solve(field, u0, (0.0, t_end), method="rk4", dt=dt, t_eval=torch.linspace(0, t_end, 401))
+    traces = torch.stack([torch.trace(probes.dense_jacobian(field, u)) for u in path.u])
+    averaged_trace = float(torch.trapezoid(traces, path.t)) / t_end
+    assert float(result["final"].sum()) == pytest.approx(averaged_trace, abs=1e-3)
+    assert bool((result["final"][:-1] >= result["final"][1:]).all())  # decreasing order
+
+
+def test_ftle_follows_the_given_direction():
+    a = torch.diag(torch.tensor([0.5, -0.2, -1.0], dtype=DT))
+    direction = torch.zeros(1, 1, 3, dtype=DT)
+    direction[..., 2] = 1.0
+    result = probes.ftle(LinearField(a), randn(1, 1, 3, seed=3), 10.0, dt=0.1, direction=direction)
+    assert result["final"] == pytest.approx(-1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="direction"):
+        probes.ftle(LinearField(a), randn(1, 1, 3), 1.0, dt=0.1, direction=torch.zeros(1, 1, 3, dtype=DT))
+
+
+def test_ftle_of_a_projected_flow_is_the_exponent_on_the_sphere():
+    # du/dt = A u projected onto the unit sphere: the attracting pole e₁ has tangent rate a₂ − a₁.
+    a = torch.diag(torch.tensor([0.5, -0.2, -1.0], dtype=DT))
+
+    def onto_sphere(u):
+        return u / u.flatten(1).norm(dim=1).view(-1, 1, 1)
+
+    u0 = onto_sphere(randn(1, 1, 3, seed=5))
+    free = probes.ftle(LinearField(a), u0, 60.0, dt=0.05, renormalize_every=10.0)
+    projected = probes.ftle(LinearField(a), u0, 60.0, dt=0.05, renormalize_every=10.0, project=onto_sphere)
+    assert free["final"] == pytest.approx(0.5, abs=1e-2)
+    assert projected["final"] == pytest.approx(-0.7, abs=3e-2)
+
+
 # -- spectra and stability ----------------------------------------------------------------------------
 
 
