@@ -21,7 +21,7 @@ import solvers
 
 from .config import ConfigError, PDEConfig
 from .model import IN_BLOCK_POSITIONS, MasterPDE, sinusoidal_positions
-from .transformer import Transformer, make_inserts
+from .transformer import Transformer, layer_seed, make_inserts
 
 POOLINGS = ("mean", "cls")
 
@@ -63,7 +63,7 @@ class Classifier(nn.Module):
         if per_layer:
             # Every layer its own weights, drawn from its own seed as in an ordinary Transformer,
             # and its own in-block diffusion layers.
-            pdes = [MasterPDE(block_cfg.replace(seed=cfg.seed + 7919 * index)) for index in range(layers)]
+            pdes = [MasterPDE(block_cfg.replace(seed=layer_seed(cfg.seed, index))) for index in range(layers)]
             for pde in pdes:
                 try:
                     pde.add_inserts(make_inserts(cfg, in_block, diffusion_scales))

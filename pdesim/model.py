@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from solvers.fields import SemilinearField
-from solvers.spectral import DiagonalLinear, Laplacian1D
 
 from .config import PDEConfig
 from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, SymmetricAttention
@@ -105,6 +104,45 @@ class _Masked:
         return torch.where(self.valid, self.field(t, u), 0.0)
 
 
+def _make_identity(attention: nn.Module) -> None:
+    """Q = K = V = W_O = I (biases 0), frozen: the softmax attention of the interacting-particle models."""
+    dim = attention.dim
+    eye = torch.eye(dim, dtype=torch.float64)
+    with torch.no_grad():
+        attention.qkv.weight.copy_(torch.cat([eye, eye, eye]))
+        attention.out.weight.copy_(eye)
+        for layer in (attention.qkv, attention.out):
+            if layer.bias is not None:
+                layer.bias.zero_()
+    attention.requires_grad_(False)
+
+
+class _ScalarLinear:
+    """A = shift·I, the linear part of a field without diffusion, for IMEX/exponential methods.
+
+    Its eigenbasis is any basis, so the spectral transforms are the identity and, unlike a
+    Laplacian's, need no fixed number of tokens.
+    """
+
+    def __init__(self, shift: float):
+        self.shift = float(shift)
+
+    def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
+        return self.shift * u
+
+    def multiplier(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((), self.shift, dtype=like.dtype, device=like.device)
+
+    def to_spectral(self, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def from_spectral(self, c: torch.Tensor) -> torch.Tensor:
+        return c
+
+    def flow(self, u: torch.Tensor, dt: float) -> torch.Tensor:
+        return u * math.exp(self.shift * dt)
+
+
 class MasterPDE(nn.Module):
     """du/dt = G(u) (residual) or G(u) − u (no residual), G per the LayerNorm mode of DESIGN §3.
 
@@ -124,6 +162,8 @@ class MasterPDE(nn.Module):
         self.cfg = cfg
         with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
             self.attention = self._seeded(_STREAM_ATTENTION, self._make_attention)
+            if cfg.attention_kind == "softmax" and cfg.attention_matrix == "identity":
+                _make_identity(self.attention)
             self.reaction = self._seeded(_STREAM_REACTION, self._make_reaction)
         self.diffusion = Diffusion(
             cfg.tokens, cfg.dim, cfg.diffusion_table(), scales=cfg.diffusion_scales, bc=cfg.bc,
@@ -146,7 +186,7 @@ class MasterPDE(nn.Module):
             return SymmetricAttention(
                 cfg.dim, cfg.heads, temperature=cfg.beta, identity=cfg.attention_matrix == "identity"
             )
-        return SoftmaxAttention(cfg.dim, cfg.heads, temperature=cfg.beta, causal=cfg.causal)
+        return SoftmaxAttention(cfg.dim, cfg.heads, temperature=cfg.beta, causal=cfg.causal, bias=cfg.attention_bias)
 
     def _make_reaction(self) -> nn.Module:
         cfg = self.cfg
@@ -295,8 +335,7 @@ class MasterPDE(nn.Module):
         if cfg.has_diffusion:
             linear = self.diffusion.linear(shift)
         else:
-            grid = Laplacian1D(cfg.tokens, cfg.bc, dim=-2, spacing=cfg.spacing)
-            linear = DiagonalLinear([grid], [0.0], shift=shift)
+            linear = _ScalarLinear(shift)  # no grid: the field then acts on sequences of any length
         if cfg.norm == "tangent":
             return SemilinearField(linear, lambda t, u: self(t, u) - linear(t, u))
         rest = [f for name, f in self._fields.items() if name not in ("diffusion", "residual")]
@@ -318,13 +357,15 @@ class MasterPDE(nn.Module):
     def set_padding_mask(self, mask: torch.Tensor | None) -> None:
         """Use a (B, N) bool mask of valid tokens (right padding, at least one valid per row).
 
+        N is ``cfg.tokens``; a field without diffusion has no token grid and takes any N.
+
         Attention ignores padded keys, diffusion reflects at each sequence's last valid token,
         and padded tokens get zero velocity. Checked here, once, so the hot path need not.
         """
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.ndim != 2:
                 raise ValueError("padding mask must be a (batch, tokens) bool tensor of valid tokens")
-            if mask.shape[1] != self.cfg.tokens:
+            if mask.shape[1] != self.cfg.tokens and self.cfg.has_diffusion:
                 raise ValueError(f"padding mask has {mask.shape[1]} tokens but the model has tokens={self.cfg.tokens}")
             lengths = mask.sum(-1, keepdim=True)
             if not bool((lengths >= 1).all()):

@@ -60,6 +60,9 @@ ORDERS = ("lie", "strang")
 DISCRETE_NORMS = ("pre", "post", "none", "relax")
 
 Branch = Callable[[torch.Tensor], torch.Tensor]
+# Sub-steps of one block as (sub-layer, fraction of h): Lie, and Strang's Macaron layout.
+_LIE_STEPS = (("diffusion", 1.0), ("attention", 1.0), ("reaction", 1.0))
+_STRANG_STEPS = (("reaction", 0.5), ("diffusion", 0.5), ("attention", 1.0), ("diffusion", 0.5), ("reaction", 0.5))
 
 
 class Block(nn.Module):
@@ -106,17 +109,20 @@ class Block(nn.Module):
             u = self._advance("stabilizer", u, dt, mask)
         return u
 
-    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, u: torch.Tensor, mask: torch.Tensor | None = None, record: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The state after one layer; ``record``, when given, receives the state after each attention and FFN update."""
         h = self.h
-        if self.order == "lie":
-            u = self._diffusion_step(u, h, mask)
-            u = self._residual_step("attention", u, h, mask)
-            return self._residual_step("reaction", u, h, mask)
-        u = self._residual_step("reaction", u, h / 2, mask)
-        u = self._diffusion_step(u, h / 2, mask)
-        u = self._residual_step("attention", u, h, mask)
-        u = self._diffusion_step(u, h / 2, mask)
-        return self._residual_step("reaction", u, h / 2, mask)
+        for name, dt in _LIE_STEPS if self.order == "lie" else _STRANG_STEPS:
+            dt *= h
+            if name == "diffusion":
+                u = self._diffusion_step(u, dt, mask)
+                continue
+            u = self._residual_step(name, u, dt, mask)
+            if record is not None and (self.pde.cfg.attention if name == "attention" else self.pde.cfg.reaction):
+                record.append(u)
+        return u
 
     def extra_repr(self) -> str:
         return f"h={self.h:g}, order={self.order!r}"
@@ -178,14 +184,16 @@ class Transformer(nn.Module):
         *,
         order: str = "lie",
         substep: str = "euler",
-        per_layer: bool = False,
+        per_layer: bool | str = False,
         diffusion_at: Iterable[str] | Mapping[str, nn.Module] = (),
         diffusion_scales: tuple[int, ...] = (1,),
     ) -> Transformer:
         """L = ``layers`` blocks of step h = t_end / L sharing ``model``'s very modules.
 
         ``per_layer=True`` gives each block its own copy of the weights (piecewise-constant θ(t));
-        its continuous counterpart is ``transformer.continuous()``. ``diffusion_at`` names the
+        ``per_layer="independent"`` gives each block independently initialised weights (layer l
+        drawn from ``layer_seed(cfg.seed, l)``, as a freshly initialised deep network; layer 0 has
+        the model's weights). The continuous counterpart is ``transformer.continuous()``. ``diffusion_at`` names the
         positions that get a PDE Diffusion Layer (or maps names to ready layers). In-block layers
         become part of the PDE (``model.inserts``, so its field includes them too); with
         ``per_layer`` every layer gets its own copy.
@@ -205,9 +213,15 @@ class Transformer(nn.Module):
         if not per_layer:
             _add_inserts(model, in_block)
             return cls([model] * layers, t_end, order=order, substep=substep, inserts=outer)
+        if per_layer not in (True, "independent"):
+            raise ConfigError(f"per_layer={per_layer!r} is not one of False, True, 'independent'")
         pdes = []
-        for _ in range(layers):
-            layer = copy.deepcopy(model)
+        for index in range(layers):
+            if per_layer == "independent":
+                layer = MasterPDE(cfg.replace(seed=layer_seed(cfg.seed, index)))
+                layer.add_inserts(copy.deepcopy(dict(model.inserts)))
+            else:
+                layer = copy.deepcopy(model)
             _add_inserts(layer, copy.deepcopy(in_block))
             pdes.append(layer)
         return cls(pdes, t_end, order=order, substep=substep, inserts=outer)
@@ -223,15 +237,28 @@ class Transformer(nn.Module):
         """The diffusion layer at block-level position ``name`` applied to u (u itself when there is none)."""
         return self.inserts[name](u, mask) if name in self.inserts else u
 
-    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None, return_all: bool = False) -> torch.Tensor:
+    def forward(
+        self, u: torch.Tensor, mask: torch.Tensor | None = None, return_all: bool | str = False
+    ) -> torch.Tensor:
+        """The output state (B, N, d); ``return_all=True`` every layer's state (L + 1, B, N, d), and
+        ``return_all="sublayers"`` the input and the state after every attention and FFN update
+        (1 + L·k states, k = 2 for lie blocks with both sub-layers, 3 for strang's Macaron layout).
+        """
+        if return_all not in (True, False, "sublayers"):
+            raise ConfigError(f"return_all={return_all!r} is not one of False, True, 'sublayers'")
+        record: list[torch.Tensor] | None = [] if return_all == "sublayers" else None
         u = self.outer_insert("after_embedding", u, mask)
         states = [u]
         for index, block in enumerate(self.blocks):
             if index > 0:
                 u = self.outer_insert("between_layers", u, mask)
-            u = block(u, mask)
+            u = block(u, mask, record)
             states.append(u)
         states[-1] = self.outer_insert("before_head", u, mask)
+        if record is not None:
+            if record:
+                record[-1] = states[-1]
+            return torch.stack([states[0], *record])
         return torch.stack(states) if return_all else states[-1]
 
     def continuous(self) -> MasterPDE | LayeredPDE:
@@ -239,6 +266,11 @@ class Transformer(nn.Module):
         if len(self.pdes) == 1:
             return self.pdes[0]
         return LayeredPDE(self._pde_sequence, self.t_end)
+
+
+def layer_seed(seed: int, index: int) -> int:
+    """The seed of layer ``index`` of a network whose layers are initialised independently."""
+    return seed + 7919 * index
 
 
 def make_inserts(

@@ -23,6 +23,15 @@ def as_float64(u: torch.Tensor) -> torch.Tensor:
     return as_trajectory(u).to(torch.float64)
 
 
+def over_batch(x: torch.Tensor, reduce: str | None) -> torch.Tensor:
+    """A per-time, per-sample value (T, B) reduced over the batch: "mean" gives (T,), None keeps (T, B)."""
+    if reduce == "mean":
+        return x.mean(dim=1)
+    if reduce is None:
+        return x
+    raise ValueError(f"reduce={reduce!r} is not one of 'mean', None")
+
+
 def sample_norms(x: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
     """Frobenius norm of each sample: every axis after the first ``batch_dims`` is reduced."""
     return x.flatten(batch_dims).norm(dim=batch_dims)

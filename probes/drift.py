@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._states import as_float64, divide, sample_norms, unit_tokens
+from ._states import as_float64, divide, over_batch, sample_norms, unit_tokens
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -27,10 +27,12 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return divide(cross, gx * gy)
 
 
-def drift(u: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def drift(
+    u: torch.Tensor, reference: torch.Tensor | None = None, *, reduce: str | None = "mean"
+) -> dict[str, torch.Tensor]:
     """Distance of each saved state of u (T, B, N, d) to ``reference`` (B, N, d), default u[0].
 
-    Each (T,) float64, per sample then batch-mean:
+    Each (T,) float64, per sample then batch-mean ((T, B) per sample with ``reduce=None``):
     "relative_distance" ‖u(t) − ref‖_F / ‖ref‖_F; "mean_cosine" the mean over tokens of
     cos(u_i(t), ref_i) (a zero token counts as cosine 0); "cka" linear CKA (``linear_cka``)
     between the token matrices of u(t) and ref.
@@ -42,7 +44,7 @@ def drift(u: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, t
     distance = divide(sample_norms(u - ref, 2), sample_norms(ref).unsqueeze(0))
     cosine = (unit_tokens(u) * unit_tokens(ref)).sum(dim=-1)
     return {
-        "relative_distance": distance.mean(dim=1),
-        "mean_cosine": cosine.mean(dim=(1, 2)),
-        "cka": linear_cka(u, ref.expand_as(u)).mean(dim=1),
+        "relative_distance": over_batch(distance, reduce),
+        "mean_cosine": over_batch(cosine.mean(dim=2), reduce),
+        "cka": over_batch(linear_cka(u, ref.expand_as(u)), reduce),
     }

@@ -6,22 +6,22 @@ from collections.abc import Sequence
 
 import torch
 
-from ._states import as_float64, log_slope
+from ._states import as_float64, log_slope, over_batch
 
 
-def norms(u: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-time sizes of a trajectory u (T, B, N, d), each (T,) float64.
+def norms(u: torch.Tensor, *, reduce: str | None = "mean") -> dict[str, torch.Tensor]:
+    """Per-time sizes of a trajectory u (T, B, N, d), each (T,) float64 (batch-mean), or (T, B) with ``reduce=None``.
 
-    "mean_token_norm": mean over tokens and batch of ‖u_i‖; "max_token_norm": the largest token
-    norm of each sample, batch-mean; "max_abs": the largest |u| entry of each sample, batch-mean.
+    "mean_token_norm": mean over tokens of ‖u_i‖; "max_token_norm": the largest token norm;
+    "max_abs": the largest |u| entry; each per sample, then reduced over the batch.
     Non-finite states give non-finite values (an explosion is a finding, not an error).
     """
     u = as_float64(u)
     token = u.norm(dim=-1)  # (T, B, N)
     return {
-        "mean_token_norm": token.mean(dim=(1, 2)),
-        "max_token_norm": token.amax(dim=2).mean(dim=1),
-        "max_abs": u.abs().flatten(2).amax(dim=2).mean(dim=1),
+        "mean_token_norm": over_batch(token.mean(dim=2), reduce),
+        "max_token_norm": over_batch(token.amax(dim=2), reduce),
+        "max_abs": over_batch(u.abs().flatten(2).amax(dim=2), reduce),
     }
 
 

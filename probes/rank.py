@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._states import as_float64, divide, sample_norms, unit_tokens
+from ._states import as_float64, divide, over_batch, sample_norms, unit_tokens
 
 
 def composite_norm(m: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,10 @@ def mean_pairwise_cosine(u: torch.Tensor) -> torch.Tensor:
     return total / (tokens * (tokens - 1))
 
 
-def rank_collapse(u: torch.Tensor) -> dict[str, torch.Tensor]:
+def rank_collapse(u: torch.Tensor, *, reduce: str | None = "mean") -> dict[str, torch.Tensor]:
     """Collapse measures of a trajectory u (T, B, N, d), each (T,) float64, per sample then batch-mean.
+
+    With ``reduce=None`` each is (T, B), one value per sample.
 
     "residual" ‖u − 1ūᵀ‖_F / ‖u‖_F with ū the token mean (0 when all tokens are equal);
     "residual_composite" the same ratio in ``composite_norm``; "effective_rank" of the uncentred
@@ -51,8 +53,8 @@ def rank_collapse(u: torch.Tensor) -> dict[str, torch.Tensor]:
     u = as_float64(u)
     centred = u - u.mean(dim=-2, keepdim=True)
     return {
-        "residual": divide(sample_norms(centred, 2), sample_norms(u, 2)).mean(dim=1),
-        "residual_composite": divide(composite_norm(centred), composite_norm(u)).mean(dim=1),
-        "effective_rank": effective_rank(u).mean(dim=1),
-        "mean_pairwise_cosine": mean_pairwise_cosine(u).mean(dim=1),
+        "residual": over_batch(divide(sample_norms(centred, 2), sample_norms(u, 2)), reduce),
+        "residual_composite": over_batch(divide(composite_norm(centred), composite_norm(u)), reduce),
+        "effective_rank": over_batch(effective_rank(u), reduce),
+        "mean_pairwise_cosine": over_batch(mean_pairwise_cosine(u), reduce),
     }

@@ -193,3 +193,60 @@ def test_a_no_residual_model_with_the_wrong_decay_is_refused_with_the_fix():
 def test_tangent_has_no_discrete_block():
     with pytest.raises(ConfigError, match="'post' is the discrete counterpart of 'tangent'"):
         Transformer.from_pde(_model(norm="tangent"), 2, 1.0)
+
+
+# -- the literature's standard set-ups ----------------------------------------------------------------
+def test_identity_softmax_attention_is_the_particle_model_with_no_trainable_weight():
+    model = _model(attention_matrix="identity", heads=1, reaction=False, diffusion=0.0, norm="none")
+    u = model.initial_state(batch=2)
+    beta = model.attention.temperature
+    weights = torch.softmax(beta * u @ u.transpose(-1, -2), dim=-1)
+    torch.testing.assert_close(model.attention(u), weights @ u, rtol=0, atol=1e-12)
+    assert not any(p.requires_grad for p in model.attention.parameters())
+
+
+def test_independent_layers_are_freshly_initialised_not_copies():
+    model = _model()
+    tf = Transformer.from_pde(model, layers=3, t_end=3.0, per_layer="independent")
+    weights = [pde.attention.qkv.weight for pde in tf.pdes]
+    assert torch.equal(weights[0], model.attention.qkv.weight) and tf.pdes[0] is not model
+    assert not torch.equal(weights[1], weights[0]) and not torch.equal(weights[2], weights[1])
+    third = pdesim.MasterPDE(model.cfg.replace(seed=pdesim.transformer.layer_seed(model.cfg.seed, 2)))
+    assert torch.equal(weights[2], third.attention.qkv.weight)
+    with pytest.raises(ConfigError, match="per_layer"):
+        Transformer.from_pde(model, layers=2, t_end=1.0, per_layer="copies")
+
+
+@pytest.mark.parametrize("order, per_block", [("lie", 2), ("strang", 3)])
+def test_sublayer_states_are_the_state_after_every_attention_and_ffn_update(order, per_block):
+    model = _model(diffusion=0.0)
+    tf = Transformer.from_pde(model, layers=3, t_end=3.0, order=order)
+    u0 = model.initial_state(batch=2)
+    with torch.no_grad():
+        sub = tf(u0, return_all="sublayers")
+        layers = tf(u0, return_all=True)
+    assert sub.shape == (1 + 3 * per_block, *u0.shape)
+    torch.testing.assert_close(sub[::per_block], layers, rtol=0, atol=0)
+    if order == "lie":  # h = 1, pre-LN: the first update is u + Att(LN₁u)
+        with torch.no_grad():
+            torch.testing.assert_close(sub[1], u0 + model.attention(model.ln1(u0)), rtol=0, atol=1e-12)
+
+
+def test_without_residual_the_tangent_flow_is_unchanged():
+    # −u is radial on the LayerNorm manifold, and the tangent projection removes it.
+    with_residual = _model(norm="tangent", diffusion=0.0)
+    without = pdesim.MasterPDE(with_residual.cfg.replace(residual=False))
+    u = with_residual.initial_state(batch=2)
+    torch.testing.assert_close(without(0.0, u), with_residual(0.0, u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("h", [0.25, 0.5])
+def test_a_post_ln_block_without_residual_at_step_h_is_the_residual_block_at_h_over_1_minus_h(h):
+    settings = dict(norm="post", diffusion=0.0, ln_eps=0.0)
+    with_residual = _model(**settings)
+    without = _model(residual=False, **settings)
+    u0 = with_residual.initial_state(batch=2)
+    with torch.no_grad():
+        a = Transformer.from_pde(without, layers=1, t_end=h)(u0)
+        b = Transformer.from_pde(with_residual, layers=1, t_end=h / (1 - h))(u0)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
