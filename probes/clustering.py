@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._states import as_float64, unit_tokens
+from ._states import as_float64, over_batch, unit_tokens
 
 
 def pairwise_cosines(state: torch.Tensor) -> torch.Tensor:
@@ -19,35 +19,19 @@ def pairwise_cosines(state: torch.Tensor) -> torch.Tensor:
     return unit @ unit.transpose(-1, -2)
 
 
-def _component_count(adjacent: torch.Tensor) -> int:
-    """Connected components of a symmetric (N, N) bool graph with self-loops.
+def cluster_count(u: torch.Tensor, threshold: float = 0.99, *, reduce: str | None = "mean") -> torch.Tensor:
+    """Number of token clusters (components of the graph cos(u_i, u_j) > threshold), (T,) float64, batch-mean.
 
-    Min-label propagation with pointer jumping: each token's label is a token of its own
-    component, and jumping to the label's label shortcuts chains (tokens along a smooth curve
-    link only to neighbours) so the rounds grow like log N, not N.
+    The components come from ``scipy.sparse.csgraph.connected_components``; ``reduce=None`` keeps
+    one count per sample, (T, B).
     """
-    n = adjacent.shape[0]
-    labels = torch.arange(n, device=adjacent.device)
-    sentinel = torch.full_like(labels, n)
-    while True:
-        new = torch.minimum(labels, torch.where(adjacent, labels.unsqueeze(0), sentinel.unsqueeze(0)).amin(dim=1))
-        while True:
-            jumped = new[new]
-            if torch.equal(jumped, new):
-                break
-            new = jumped
-        if torch.equal(new, labels):
-            return int(labels.unique().numel())
-        labels = new
+    from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import connected_components
 
-
-def cluster_count(u: torch.Tensor, threshold: float = 0.99) -> torch.Tensor:
-    """Number of token clusters (components of the graph cos(u_i, u_j) > threshold), (T,) float64, batch-mean."""
     u = as_float64(u)
     counts = torch.empty(u.shape[:2], dtype=torch.float64)
-    eye = torch.eye(u.shape[2], dtype=torch.bool, device=u.device)
     for k, state in enumerate(u):
-        cosines = pairwise_cosines(state)
+        linked = (pairwise_cosines(state) > threshold).cpu().numpy()
         for b in range(state.shape[0]):
-            counts[k, b] = _component_count((cosines[b] > threshold) | eye)
-    return counts.mean(dim=1).to(u.device)
+            counts[k, b] = connected_components(csr_array(linked[b]), directed=False, return_labels=False)
+    return over_batch(counts, reduce).to(u.device)
