@@ -23,7 +23,13 @@ from torch import nn
 from solvers.spectral import DiagonalLinear, Laplacian1D
 from solvers.stencil import Segments, reflect_index, second_difference
 
-ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh}
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    # GELU's tanh approximation, which GPT-2 and ALBERT were trained with (transformers' "gelu_new").
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": _gelu_tanh, "relu": F.relu, "tanh": torch.tanh}
 
 
 def _log_cosh(z: torch.Tensor) -> torch.Tensor:
@@ -103,8 +109,10 @@ class Diffusion(nn.Module):
         segments = None if mask is None else self._segments(mask)
         out = None
         for c, op in zip(self.coefficient_list(), self.operators):
-            lap = second_difference(u, op.dilation, self.bc, dim=-2, segments=segments) / (op.dilation * op.h) ** 2
-            out = c * lap if out is None else out + c * lap
+            # 1/(δh)² folded into the (d,) coefficient: one full-size kernel fewer per scale
+            scaled = c / (op.dilation * op.h) ** 2
+            term = scaled * second_difference(u, op.dilation, self.bc, dim=-2, segments=segments)
+            out = term if out is None else out.add_(term)
         if mask is None:
             return out
         return torch.where(mask.unsqueeze(-1), out, torch.zeros((), dtype=out.dtype, device=out.device))
@@ -147,17 +155,20 @@ class SoftmaxAttention(nn.Module):
 
     ``mask`` is a (B, N) bool tensor of valid tokens: padded keys receive no weight. Causal
     attention lets token i see j ≤ i. Normalized softmax attention is not a Euclidean gradient
-    flow, so the model has no energy for it.
+    flow, so the model has no energy for it. ``bias=True`` gives Q, K, V and W_O biases, as in
+    BERT and GPT-2 (the toy model has none).
     """
 
-    def __init__(self, dim: int, heads: int, *, temperature: float | None = None, causal: bool = False):
+    def __init__(
+        self, dim: int, heads: int, *, temperature: float | None = None, causal: bool = False, bias: bool = False
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.dim, self.heads, self.causal = dim, heads, causal
         self.temperature = temperature if temperature is not None else 1.0 / math.sqrt(dim // heads)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # W_Q, W_K, W_V stacked: one matmul
-        self.out = nn.Linear(dim, dim, bias=False)  # W_O
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)  # W_Q, W_K, W_V stacked: one matmul
+        self.out = nn.Linear(dim, dim, bias=bias)  # W_O
         self._mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
