@@ -49,25 +49,40 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
+# -- validators: the one place a field is checked (PDEConfig, RunSpec and TrainSpec use them) --------
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """An integer (not a bool) >= minimum."""
     if not _is_int(value) or value < minimum:
         _fail(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
 
 
-def _check_number(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
+def check_number(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
+    """A finite number (not a bool, not a string) >= minimum (> minimum if ``strict``), as a float."""
     if not _is_number(value) or not math.isfinite(value) or value < minimum or (strict and value == minimum):
         _fail(f"{name}={value!r} must be a finite number {'>' if strict else '>='} {minimum:g}")
     return float(value)
 
 
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
+def check_positive(name: str, value: Any) -> float:
+    """A finite number > 0, as a float."""
+    return check_number(name, value, minimum=0.0, strict=True)
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    """One of ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
         _fail(f"{name}={value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+    return value
 
 
-def _check_bool(name: str, value: Any) -> None:
+def check_bool(name: str, value: Any) -> bool:
+    """A real bool: "yes", 1 or "true" are refused, so a config file cannot mean something by accident."""
     if not isinstance(value, bool):
-        _fail(f"{name}={value!r} must be True or False")
+        _fail(f"{name}={value!r} must be true or false")
+    return value
 
 
 def _diffusion_value(value: Any, *, scalar: bool = False) -> float:
@@ -126,30 +141,30 @@ class PDEConfig:
     dtype: str | torch.dtype = "float32"
 
     def __post_init__(self) -> None:
-        _check_int("tokens", self.tokens, 1)
-        _check_int("dim", self.dim, 1)
-        _check_int("heads", self.heads, 1)
+        check_int("tokens", self.tokens, 1)
+        check_int("dim", self.dim, 1)
+        check_int("heads", self.heads, 1)
         if self.dim % self.heads:
             _fail(f"dim={self.dim} is not divisible by heads={self.heads}")
-        _check_choice("bc", self.bc, BOUNDARY_CONDITIONS)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("attention_kind", self.attention_kind, ATTENTION_KINDS)
-        _check_choice("attention_matrix", self.attention_matrix, ATTENTION_MATRICES)
-        _check_choice("reaction_kind", self.reaction_kind, REACTION_KINDS)
-        _check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("bc", self.bc, BOUNDARY_CONDITIONS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("attention_kind", self.attention_kind, ATTENTION_KINDS)
+        check_choice("attention_matrix", self.attention_matrix, ATTENTION_MATRICES)
+        check_choice("reaction_kind", self.reaction_kind, REACTION_KINDS)
+        check_choice("activation", self.activation, ACTIVATIONS)
         for flag in ("attention", "reaction", "residual", "learnable_diffusion", "causal", "positional"):
-            _check_bool(flag, getattr(self, flag))
-        _check_int("seed", self.seed, 0)
-        self.spacing = _check_number("spacing", self.spacing, minimum=0.0, strict=True)
-        self.relax_kappa = _check_number("relax_kappa", self.relax_kappa, minimum=0.0)
-        self.decay = _check_number("decay", self.decay, minimum=0.0)
-        self.embed_scale = _check_number("embed_scale", self.embed_scale, minimum=0.0)
-        self.ln_eps = _check_number("ln_eps", self.ln_eps, minimum=0.0)
-        self.init_scale = _check_number("init_scale", self.init_scale, minimum=0.0)
+            check_bool(flag, getattr(self, flag))
+        check_int("seed", self.seed, 0)
+        self.spacing = check_positive("spacing", self.spacing)
+        self.relax_kappa = check_number("relax_kappa", self.relax_kappa, minimum=0.0)
+        self.decay = check_number("decay", self.decay, minimum=0.0)
+        self.embed_scale = check_number("embed_scale", self.embed_scale, minimum=0.0)
+        self.ln_eps = check_number("ln_eps", self.ln_eps, minimum=0.0)
+        self.init_scale = check_number("init_scale", self.init_scale, minimum=0.0)
         if self.temperature is not None:
-            self.temperature = _check_number("temperature", self.temperature, minimum=0.0, strict=True)
+            self.temperature = check_positive("temperature", self.temperature)
         if self.ffn_dim is not None:
-            _check_int("ffn_dim", self.ffn_dim, 1)
+            check_int("ffn_dim", self.ffn_dim, 1)
         if self.reaction_kind == "gradient" and self.activation not in GRADIENT_ACTIVATIONS:
             _fail(
                 f"activation={self.activation!r} has no closed-form potential for reaction_kind='gradient'; "
@@ -205,7 +220,7 @@ class PDEConfig:
                 _fail(f"dtype={dtype} is not one of {', '.join(DTYPES)}")
             self.dtype = names[dtype]
         else:
-            _check_choice("dtype", dtype, tuple(DTYPES))
+            check_choice("dtype", dtype, tuple(DTYPES))
         device = self.device
         if isinstance(device, torch.device):
             device = str(device)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pdesim import cli
+from pdesim.app import cli
 
 TINY = ["--tokens", "16", "--dim", "16", "--heads", "2", "--batch", "2", "--quiet"]
 
@@ -78,9 +78,9 @@ def test_consistency_preset_finds_first_order(tmp_path):
 def test_cfl_preset_finds_the_half_boundary(tmp_path):
     _, summary, _ = _run(tmp_path, "--preset", "cfl")
     found = summary["findings"]
-    assert found["euler tau=0.45"]["norm_growth"] <= 1.0
-    assert found["euler tau=0.55"]["norm_growth"] > 10 or found["euler tau=0.55"]["status"] == "blowup"
-    assert found["etd1 tau=10"]["norm_growth"] <= 1.0
+    assert found["euler_below"]["tau"] == 0.45 and found["euler_below"]["norm_growth"] <= 1.0
+    assert found["euler_above"]["norm_growth"] > 10 or found["euler_above"]["status"] == "blowup"
+    assert found["etd1"]["tau"] == 10 and found["etd1"]["norm_growth"] <= 1.0
 
 
 def test_cluster_preset_finds_fewer_clusters(tmp_path):

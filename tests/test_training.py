@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from pdesim import cli
-from pdesim.training import TrainSpec, build_model, load_data, train
+from pdesim.app import cli
+from pdesim.train import TrainSpec, build_model, load_data, train
 
 TINY = dict(task="listops", seq_len=32, n_train=256, n_eval=64, layers=2, dim=16, heads=2, batch=16, eval_every=5)
 
@@ -141,7 +141,7 @@ def test_a_sweep_trains_every_grid_point_and_tabulates_mean_and_std(tmp_path):
     def in_process(config, run_dir):
         return cli.main(["train", "--config", str(config), "--out", str(run_dir), "--quiet"])
 
-    from pdesim.train_run import run_sweep
+    from pdesim.app.sweep import run_sweep
 
     out = run_sweep(sweep, out=tmp_path / "out", workers=1, runner=in_process)
     table = (out / "table.md").read_text()

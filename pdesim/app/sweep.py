@@ -1,13 +1,9 @@
-"""``pdesim train`` and ``pdesim sweep``: training runs on disk, and grids of them.
-
-A training run directory mirrors ``pdesim run``'s: config.toml (a [train] table that
-``--config`` reads back), metrics.csv (one row per step), summary.json, checkpoints/
-(safetensors), figures/ and run.log, staged in a hidden directory and renamed into place.
+"""``pdesim sweep``: train a grid of configurations, each in its own process, and tabulate them.
 
 A sweep file is TOML with a [base] table (a [train] table), a [grid] table mapping keys to the
 lists of values to cross, and an optional [sweep] table (workers, out). Every combination is
-trained in its own local process; the summaries are collected into table.csv / table.md with
-mean ± std over seeds, and a bar chart of validation accuracy.
+trained in its own local process (``python -m pdesim train``); the summaries are collected into
+runs.csv, table.csv / table.md with mean ± std over seeds, and a bar chart of validation accuracy.
 """
 
 from __future__ import annotations
@@ -25,106 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ..config import ConfigError
+from ..train import TrainSpec
 from . import tomlio
-from .config import ConfigError
-from .rundir import RunDirError, _json_safe, read_rows, staged_directory, write_rows, write_summary
-from .training import TrainOutcome, TrainSpec, train
-
-TRAIN_COLUMNS = (
-    "step",
-    "lr",
-    "loss",
-    "accuracy",
-    "grad_norm",
-    "max_activation",
-    "layer_grad_norms",
-    "val_loss",
-    "val_accuracy",
-    "attention_entropy",
-    "input_cosine",
-    "input_cka",
-)
-
-
-def train_figures(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
-    from probes import plots
-
-    steps = torch.tensor([r["step"] for r in rows], dtype=torch.float64)
-    written = []
-    for name, column, ylabel, logy in (
-        ("loss.png", "loss", "training loss", False),
-        ("grad_norm.png", "grad_norm", "global gradient norm", True),
-        ("max_activation.png", "max_activation", "max |activation|", True),
-    ):
-        values = torch.tensor([r[column] for r in rows], dtype=torch.float64)
-        positive = bool((values[torch.isfinite(values)] > 0).all())
-        written.append(
-            plots.plot_curves(
-                folder / name,
-                None,
-                {title: (steps, values)},
-                ylabel=ylabel,
-                xlabel="training step",
-                title=f"{ylabel} ({title})",
-                logy=logy and positive,
-            )
-        )
-    evaluated = [r for r in rows if "val_accuracy" in r]
-    if evaluated:
-        t = torch.tensor([r["step"] for r in evaluated], dtype=torch.float64)
-        acc = torch.tensor([r["val_accuracy"] for r in evaluated], dtype=torch.float64)
-        written.append(
-            plots.plot_curves(
-                folder / "val_accuracy.png",
-                None,
-                {title: (t, acc)},
-                ylabel="validation accuracy",
-                xlabel="training step",
-                title=f"validation accuracy ({title})",
-            )
-        )
-    return written
-
-
-def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quiet: bool = False) -> TrainOutcome:
-    """Trains into a staging directory and renames it to ``out`` when done (or interrupted)."""
-    if resume is not None and not Path(resume).exists():
-        raise RunDirError(f"checkpoint {resume} does not exist")
-    with staged_directory(out) as staging:
-        (staging / "checkpoints").mkdir()
-
-        def progress(row: dict[str, Any]) -> None:
-            if not quiet and ("val_accuracy" in row or row["step"] % 25 == 0):
-                extra = f" val_acc={row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
-                print(
-                    f"\rstep {row['step']:5d}/{spec.steps} loss={row['loss']:.4g} grad={row['grad_norm']:.3g}{extra}",
-                    file=sys.stderr,
-                    end="\n" if extra else "",
-                )
-
-        outcome = train(spec, checkpoint_dir=staging / "checkpoints", resume=resume, on_step=progress)
-        (staging / "config.toml").write_text(tomlio.dumps({"train": spec.to_table()}))
-        write_rows(staging / "metrics.csv", TRAIN_COLUMNS, outcome.rows)
-        write_summary(staging / "summary.json", outcome.summary)
-        (staging / "figures").mkdir()
-        if outcome.rows:
-            train_figures(outcome.rows, staging / "figures", spec.task)
-        log = (
-            f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
-            f"diffusion at {spec.diffusion_positions or 'none'}\n" + json.dumps(_json_safe(outcome.summary)) + "\n"
-        )
-        (staging / "run.log").write_text(log)
-    return outcome
-
-
-def read_train_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a ``pdesim train`` directory's metrics.csv (nan where a step was not evaluated)."""
-    return read_rows(run_dir, [c for c in TRAIN_COLUMNS if c != "layer_grad_norms"])
-
-
-# -- sweeps ------------------------------------------------------------------------------------------------
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -206,7 +105,7 @@ def collect_results(runs: list[tuple[dict[str, Any], Path]], codes: list[int] | 
 
 def _subprocess_runner(config: Path, run_dir: Path) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pdesim.cli", "train", "--config", str(config), "--out", str(run_dir), "--quiet"]
+    command = [sys.executable, "-m", "pdesim", "train", "--config", str(config), "--out", str(run_dir), "--quiet"]
     return subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
 
 

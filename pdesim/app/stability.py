@@ -16,9 +16,9 @@ import probes
 import solvers
 from solvers import Laplacian1D
 
-from .experiment import RunSpec
-from .model import MasterPDE
-from .transformer import Transformer
+from ..model import MasterPDE
+from .arms import matching_model
+from .spec import RunSpec
 
 
 def jacobian_spectral_radius(model: MasterPDE, u: torch.Tensor, *, iterations: int = 30, seed: int = 0) -> float:
@@ -43,7 +43,7 @@ def _real_axis_bound(method: str) -> float:
 
 def stability_report(spec: RunSpec) -> str:
     cfg = spec.pde
-    model = MasterPDE(Transformer.continuous_config(cfg))
+    model = matching_model(cfg)
     lines = [
         f"stability report: N={cfg.tokens} d={cfg.dim} bc={cfg.bc} h={cfg.spacing} solver={spec.solver} dt={spec.dt}"
     ]

@@ -16,19 +16,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import solvers
 
+from ..config import NORMS, ConfigError
+from ..train import TrainSpec
+from ..transformer import POSITIONS
 from . import tomlio
-from .config import NORMS, ConfigError
-from .experiment import PRESETS, RunSpec, preset_spec, run
-from .figures import run_figures
+from .figures import compare_figures, compare_training_figures, run_figures
+from .presets import PRESETS, preset_spec
 from .rundir import RunDirError, read_metrics, read_summary, write_run
+from .runner import run
+from .spec import RunSpec
 from .stability import stability_report
-from .train_run import read_train_rows, run_sweep, run_training
-from .training import TrainSpec
-from .transformer import POSITIONS
+from .sweep import run_sweep
+from .train_dir import read_train_rows, run_training
 
 # CLI flag -> PDEConfig field, for the flags that map one to one.
 PDE_FLAGS = {
@@ -317,8 +318,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .figures import compare_figures, compare_training_figures
-
     runs = [Path(r) for r in args.runs]
     summaries = {str(r): read_summary(r) for r in runs}
     kinds = {s.get("kind", "run") for s in summaries.values()}
@@ -337,7 +336,6 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"comparison figures: {', '.join(str(p) for p in written)}")
         return 0
     metrics = {str(r): read_metrics(r) for r in runs}
-    out = Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     written = compare_figures(metrics, out)
     for run_dir, summary in summaries.items():
@@ -375,7 +373,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pdesim: interrupted before anything was saved", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    torch.set_grad_enabled(True)
-    sys.exit(main())

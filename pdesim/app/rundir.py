@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from . import tomlio
-from .experiment import METRIC_COLUMNS, RunOutcome
+from .measure import METRIC_COLUMNS
+from .runner import RunOutcome
 
 CSV_COLUMNS = ("arm", "source", "t", *METRIC_COLUMNS)
 
@@ -36,13 +37,14 @@ class RunDirError(ValueError):
     """A run directory that cannot be written or read; one line."""
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """The value with non-finite floats as JSON can hold them (nan -> null, ±inf -> "inf"/"-inf")."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -82,7 +84,7 @@ def write_rows(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    path.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
 
 
 def write_run(

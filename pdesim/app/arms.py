@@ -1,0 +1,117 @@
+"""Arms: one configuration solved as a PDE and run as the Transformer with the same weights.
+
+A run integrates one or more arms. Each arm has a *role*, what it is for in the run, and a
+*label*, what it is called on screen. Presets and their findings look arms up by role; labels
+are only displayed, so a flag that changes a label (``--norm none`` makes "no-layernorm") can
+never break a preset. The roles of the ordinary run:
+
+- ``MAIN``: the configuration the run asks for;
+- ``STANDARD``: the standard configuration (pre-LN, residual) with the same weights, run beside
+  a main arm that switches a stabilizer off, so every finding comes with its contrast.
+
+A preset with arms of its own names their roles itself (the cfl preset's ``euler_below``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import solvers
+
+from ..config import PDEConfig
+from ..model import MasterPDE
+from ..transformer import Transformer
+from .spec import RunSpec
+
+MAIN = "main"
+STANDARD = "standard"
+
+
+@dataclass
+class Arm:
+    """One configuration solved as a PDE (and, if ``transformer``, run as the matching Transformer)."""
+
+    role: str
+    label: str
+    cfg: PDEConfig
+    solver: str
+    dt: float | None
+    transformer: bool = True
+    t_eval: torch.Tensor | None = None  # default: spec.saves times evenly over [0, spec.t_end]
+
+
+def describe(cfg: PDEConfig) -> str:
+    """A short display label for the stabilizer switches of a configuration."""
+    parts = []
+    if cfg.norm == "none":
+        parts.append("no-layernorm")
+    elif cfg.norm != "pre":
+        parts.append(f"norm={cfg.norm}")
+    if not cfg.residual:
+        parts.append("no-residual")
+    return ", ".join(parts) or "standard"
+
+
+def is_standard(cfg: PDEConfig) -> bool:
+    """Both stabilizers on: pre-LN with residual connections."""
+    return cfg.norm == "pre" and cfg.residual
+
+
+def default_arms(spec: RunSpec) -> list[Arm]:
+    """The main arm, and the standard one beside it when the main arm switches a stabilizer off."""
+    arms = [Arm(MAIN, describe(spec.pde), spec.pde, spec.solver, spec.dt)]
+    if spec.baseline and not is_standard(spec.pde):
+        standard = spec.pde.replace(norm="pre", residual=True)
+        arms.append(Arm(STANDARD, describe(standard), standard, spec.solver, spec.dt))
+    return arms
+
+
+@dataclass
+class ArmResult:
+    """What one arm produced: the PDE solution and the Transformer's layer states."""
+
+    arm: Arm
+    model: MasterPDE
+    solution: solvers.Solution
+    layer_times: torch.Tensor | None = None
+    layer_states: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def matching_model(cfg: PDEConfig) -> MasterPDE:
+    """The MasterPDE whose field the Transformer built from it is consistent with (decay = k without residual)."""
+    return MasterPDE(Transformer.continuous_config(cfg))
+
+
+def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
+    """Solves the arm's PDE and runs its Transformer with the same weights (no gradients)."""
+    model = matching_model(arm.cfg)
+    u0 = model.initial_state(batch=spec.batch)
+    fixed = arm.solver in solvers.FIXED_METHODS
+    t_eval = arm.t_eval if arm.t_eval is not None else torch.linspace(0.0, spec.t_end, spec.saves).double()
+    with torch.no_grad():
+        sol = solvers.solve(
+            model,
+            u0,
+            (0.0, float(t_eval[-1])),
+            method=arm.solver,
+            dt=arm.dt if fixed else None,
+            t_eval=t_eval,
+            rtol=None if fixed else spec.rtol,
+            atol=None if fixed else spec.atol,
+            project=model.projection if fixed else None,
+            blowup=spec.blowup,
+            callbacks=[solvers.Progress()] if progress else (),
+        )
+    result = ArmResult(arm, model, sol)
+    if arm.transformer and sol.status != solvers.Status.INTERRUPTED:
+        # tangent has no discrete block: its discrete counterpart is post-LN with the same weights
+        discrete = model if arm.cfg.norm != "tangent" else matching_model(arm.cfg.replace(norm="post"))
+        tf = Transformer.from_pde(discrete, layers=spec.layers, t_end=spec.t_end)
+        with torch.no_grad():
+            result.layer_states = tf(u0, return_all=True)
+        result.layer_times = torch.linspace(0.0, spec.t_end, spec.layers + 1, dtype=torch.float64)
+    return result

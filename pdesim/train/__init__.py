@@ -1,0 +1,17 @@
+"""Training probes: train a classifier (or the PDE with its solver in the loop) and record how it behaves.
+
+``spec`` (the run and the network it describes), ``data`` (the task and the batches of every
+step), ``measures`` (gradient norms, attention entropy, validation, drift), ``checkpoint``
+(safetensors, by parameter name) and ``loop`` (``train``). It builds on the model layer and
+knows nothing of the command line or of run directories (``pdesim.app``).
+"""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import batch_stream, load_data
+from .loop import TrainOutcome, learning_rate, train
+from .spec import MODEL_FIELDS, TrainSpec, build_model
+
+__all__ = [
+    "MODEL_FIELDS", "TrainOutcome", "TrainSpec", "batch_stream", "build_model", "learning_rate", "load_checkpoint",
+    "load_data", "save_checkpoint", "train",
+]
