@@ -28,7 +28,7 @@ NORMS = ("pre", "post", "tangent", "relax", "none")
 ATTENTION_KINDS = ("softmax", "symmetric")
 ATTENTION_MATRICES = ("learned", "identity")
 REACTION_KINDS = ("mlp", "gradient")
-ACTIVATIONS = ("gelu", "relu", "tanh")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "tanh")  # gelu_tanh: GELU's tanh approximation (GPT-2, ALBERT)
 GRADIENT_ACTIVATIONS = ("tanh", "relu")  # the ones with a closed-form potential ψ, ψ' = σ
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
@@ -109,6 +109,7 @@ class PDEConfig:
     ``residual=False`` (DESIGN §3 has κ_r = 1). A discrete block whose k sub-layers each drop
     their identity path, u ← (1 − h)u + hX, is consistent with κ_r = k: see
     ``Transformer.continuous_config``.
+    ``attention_bias`` gives the softmax attention's Q, K, V and W_O biases (BERT, GPT-2; the toy has none).
     """
 
     tokens: int = 64
@@ -128,6 +129,7 @@ class PDEConfig:
     attention_matrix: str = "learned"
     temperature: float | None = None
     causal: bool = False
+    attention_bias: bool = False
     reaction_kind: str = "mlp"
     activation: str = "gelu"
     ffn_dim: int | None = None
@@ -152,7 +154,8 @@ class PDEConfig:
         check_choice("attention_matrix", self.attention_matrix, ATTENTION_MATRICES)
         check_choice("reaction_kind", self.reaction_kind, REACTION_KINDS)
         check_choice("activation", self.activation, ACTIVATIONS)
-        for flag in ("attention", "reaction", "residual", "learnable_diffusion", "causal", "positional"):
+        flags = ("attention", "reaction", "residual", "learnable_diffusion", "causal", "positional", "attention_bias")
+        for flag in flags:
             check_bool(flag, getattr(self, flag))
         check_int("seed", self.seed, 0)
         self.spacing = check_positive("spacing", self.spacing)
