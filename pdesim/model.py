@@ -21,7 +21,7 @@ from torch import nn
 
 from solvers.fields import SemilinearField
 
-from .config import PDEConfig
+from .config import ConfigError, PDEConfig
 from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, SymmetricAttention
 
 Field = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -35,6 +35,9 @@ _STREAM_INITIAL_STATE, _STREAM_ATTENTION, _STREAM_REACTION = 0, 1, 2
 # attention's input, and on the attention's and the FFN's outputs.
 IN_BLOCK_POSITIONS = ("before_norm", "before_attention", "after_attention", "after_ffn")
 BRANCHES = ("diffusion", "attention", "reaction", "stabilizer")
+_DIFFUSION_SETTINGS = ("diffusion", "diffusion_scales", "bc", "spacing", "learnable_diffusion")
+# Config fields that ``MasterPDE.switched`` may change on existing weights: none of them shapes a module.
+SWITCHES = ("norm", "residual", "decay", "relax_kappa", "attention", "reaction", *_DIFFUSION_SETTINGS)
 
 
 def derived_seed(seed: int, stream: int) -> int:
@@ -470,6 +473,29 @@ class MasterPDE(nn.Module):
     def norm_energy(self, u: torch.Tensor) -> torch.Tensor:
         """V(u) = ½‖u‖² over valid tokens, shape (B,): reported for every configuration."""
         return 0.5 * self._token_sum(u.pow(2).sum(-1))
+
+    # -- switches on existing weights -------------------------------------------------------------
+    def switched(self, **changes: Any) -> MasterPDE:
+        """A MasterPDE with the config's switches changed that uses this one's very modules (no copies).
+
+        ``changes`` may set the switches of the design (``SWITCHES``: norm, residual, decay,
+        relax_kappa, the attention/reaction on-off flags, and the diffusion term's settings); the
+        attention, reaction, LayerNorms and in-block diffusion layers are shared, so training or
+        editing one model changes the other. The diffusion term is shared while its settings stay.
+        """
+        refused = sorted(set(changes) - set(SWITCHES))
+        if refused:
+            raise ConfigError(
+                f"switched() cannot change {refused[0]!r}: it would need new weights; it changes {', '.join(SWITCHES)}"
+            )
+        cfg = self.cfg.replace(**changes)
+        twin = MasterPDE(cfg)
+        twin.attention, twin.reaction, twin.ln1, twin.ln2 = self.attention, self.reaction, self.ln1, self.ln2
+        twin.inserts = self.inserts
+        if all(getattr(cfg, name) == getattr(self.cfg, name) for name in _DIFFUSION_SETTINGS):
+            twin.diffusion = self.diffusion
+        twin._fields = twin._build_fields()  # the diffusion field holds the module it was built from
+        return twin
 
     def extra_repr(self) -> str:
         cfg = self.cfg
