@@ -4,10 +4,11 @@ Knows nothing of Transformers: ``f`` is any callable ``f(t, u)``. Structure-awar
 the structure a field exposes (``parts()`` for splitting, ``semilinear()`` for IMEX/exponential).
 """
 
-from .api import FIXED_METHODS, METHODS, SCIPY_METHODS, TORCHDIFFEQ_METHODS, solve
+from .api import solve
 from .callbacks import Callback, Progress, Recorder
 from .events import Event, norm_above, steady_state
 from .fields import ExactFlow, SemilinearField, SplitField, SubFlow
+from .methods import FIXED_METHODS, METHODS, SCIPY_METHODS, TORCHDIFFEQ_METHODS
 from .solution import Solution, SolverInputError, Status
 from .spectral import DiagonalLinear, Laplacian1D, dct2, dst1, idct2
 from .tableau import TABLEAUS, ButcherTableau

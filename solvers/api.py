@@ -10,7 +10,6 @@ non-finite state, step budget, Ctrl-C, a terminal event) is a status on the retu
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -18,49 +17,27 @@ import torch
 
 from .callbacks import Callback, as_callbacks
 from .events import Event
-from .fields import as_semilinear_field, as_split_field
+from .fields import ExactFlow, SemilinearField, SplitField, SubFlow, as_semilinear_field, as_split_field
 from .fixed import integrate_fixed
+from .methods import (
+    FIXED_METHODS,
+    METHODS,
+    SCIPY_METHODS,
+    SEMILINEAR_METHODS,
+    SPLITTING_METHODS,
+    TORCHDIFFEQ_METHODS,
+)
+from .record import RunRecord
 from .solution import Solution, SolverInputError
-from .steppers import ExplicitRK, Semilinear, Splitting
+from .steppers import ExplicitRK, Semilinear, Splitting, Stepper
 from .tableau import TABLEAUS
 
-SPLITTING_METHODS = ("lie", "strang")
-SEMILINEAR_METHODS = tuple(Semilinear.ORDERS)
-TORCHDIFFEQ_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8", "fehlberg2")
-SCIPY_METHODS = tuple(f"scipy-{m}" for m in ("RK45", "RK23", "DOP853", "BDF", "Radau", "LSODA"))
-FIXED_METHODS = tuple(TABLEAUS) + SPLITTING_METHODS + SEMILINEAR_METHODS
-METHODS = FIXED_METHODS + TORCHDIFFEQ_METHODS + SCIPY_METHODS
+__all__ = [
+    "FIXED_METHODS", "METHODS", "SCIPY_METHODS", "SEMILINEAR_METHODS", "SPLITTING_METHODS",
+    "TORCHDIFFEQ_METHODS", "solve",
+]
 
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-6, 1e-8
-
-
-class _CountCalls:
-    """Wraps a field and counts its evaluations (a Python int: no device sync)."""
-
-    def __init__(self, f: Any):
-        self.f = f
-        self.calls = 0
-
-    def __call__(self, t: Any, u: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.f(t, u)
-
-
-class _SavedTimesOnly(Callback):
-    """Forwards only the save points the user asked for (the grid may add t0 and t1)."""
-
-    def __init__(self, inner: Callback, keep: set[float]):
-        self.inner, self.keep = inner, keep
-
-    def on_start(self, t0: float, t1: float, u0: torch.Tensor) -> None:
-        self.inner.on_start(t0, t1, u0)
-
-    def on_save(self, t: float, u: torch.Tensor) -> None:
-        if t in self.keep:
-            self.inner.on_save(t, u)
-
-    def on_finish(self, solution: Any) -> None:
-        self.inner.on_finish(solution)
 
 
 def _check_finite(name: str, value: float | None, *, positive: bool = False) -> None:
@@ -116,17 +93,26 @@ def solve(
     max_steps: int = 1_000_000,
     blowup: float | None = 1e6,
     sub_method: str = "rk4",
+    max_wall_time: float | None = None,
 ) -> Solution:
     """Integrates du/dt = f(t, u) from t_span[0] to t_span[1] and saves the state at ``t_eval``.
 
     ``f`` is any callable ``f(t, u)``. Fixed-step methods (euler, midpoint, heun, ralston,
     ssprk3, rk4, lie, strang, imex-euler, etd1, etd-rk2) need ``dt`` and hit every ``t_eval``
-    point exactly; adaptive methods use ``rtol``/``atol`` (``dt`` is then the first step).
+    point exactly (Δ/dt steps per interval, rounded up unless Δ/dt is an integer up to float32
+    rounding); adaptive methods use ``rtol``/``atol`` (``dt`` is then the first step).
     ``project(u)`` is applied after every fixed step (a projected integrator, e.g. post-LN).
-    ``blowup``: stop with status "blowup" once max |u| exceeds it (None disables the guard).
+    ``blowup``: stop with status "blowup" once max |u| exceeds it (None disables the threshold;
+    a non-finite state always stops the run with status "nonfinite").
     ``adjoint``: torchdiffeq's continuous adjoint for adaptive methods; on a fixed grid, each save
     interval is recomputed in the backward pass (exact discrete gradient, memory O(save points)).
     ``sub_method``: the explicit method for parts of a split field that have no exact flow.
+    ``max_steps``/``max_wall_time`` (seconds): budgets; a run that exhausts one ends with status
+    "max_steps"/"time_limit" and the state it reached.
+
+    The first evaluation of ``f`` is checked: a result of the wrong shape, dtype or device is a
+    ``SolverInputError``. How a stopped run is reported is the same for every method; see
+    ``solvers.record``.
     """
     if method not in METHODS:
         raise SolverInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -136,7 +122,7 @@ def solve(
         raise SolverInputError(f"u0 must be a floating-point tensor, got dtype {u0.dtype}")
     if sub_method not in TABLEAUS:
         raise SolverInputError(f"unknown sub_method {sub_method!r}; choose one of {', '.join(TABLEAUS)}")
-    for name, value in (("dt", dt), ("rtol", rtol), ("atol", atol)):
+    for name, value in (("dt", dt), ("rtol", rtol), ("atol", atol), ("max_wall_time", max_wall_time)):
         _check_finite(name, value, positive=True)
     _check_finite("blowup", blowup, positive=True)
     if not isinstance(max_steps, int) or max_steps < 1:
@@ -144,8 +130,6 @@ def solve(
     grid, wanted = _save_grid(t_span, t_eval)
     events = list(events)
     cbs = as_callbacks(callbacks)
-    if len(wanted) != len(grid):
-        cbs = [_SavedTimesOnly(cb, set(wanted)) for cb in cbs]
 
     fixed = method in FIXED_METHODS
     if fixed:
@@ -158,62 +142,53 @@ def solve(
     if method in SCIPY_METHODS and adjoint:
         raise SolverInputError("adjoint=True is not available for scipy methods (a float64 CPU reference)")
 
-    for cb in cbs:
-        cb.on_start(grid[0], grid[-1], u0)
-    start = time.perf_counter()
+    common: dict[str, Any] = dict(
+        max_steps=max_steps, blowup=blowup, events=events, callbacks=cbs, max_wall_time=max_wall_time,
+        save_at=None if len(wanted) == len(grid) else wanted,
+    )
     if fixed:
-        stepper, counters = _fixed_stepper(f, method, sub_method)
-        sol = integrate_fixed(
-            stepper, u0, grid, dt=float(dt), project=project, blowup=blowup, events=events,
-            callbacks=cbs, max_steps=max_steps, recompute=adjoint,
-        )
-        sol.stats["nfe"] = sum(c.calls for c in counters)
-    else:
-        from . import adaptive  # torchdiffeq and scipy are only imported when used
-
-        rtol = DEFAULT_RTOL if rtol is None else float(rtol)
-        atol = DEFAULT_ATOL if atol is None else float(atol)
-        t_grid = torch.tensor(grid, dtype=torch.float64)
-        if method in SCIPY_METHODS:
-            sol = adaptive.solve_scipy(
-                f, u0, t_grid, method=method.removeprefix("scipy-"), rtol=rtol, atol=atol,
-                max_steps=max_steps, blowup=blowup, events=events, callbacks=cbs,
-            )
+        # the field is wrapped once here (every evaluation is counted and the first one checked);
+        # structure-aware methods have their evaluated parts wrapped instead, so exact flows stay free
+        if method in SPLITTING_METHODS:
+            structured: Any = as_split_field(f)
+        elif method in SEMILINEAR_METHODS:
+            structured = as_semilinear_field(f)
         else:
-            sol = adaptive.solve_torchdiffeq(
-                f, u0, t_grid, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
-                max_steps=max_steps, blowup=blowup, events=events, callbacks=cbs,
-                first_step=None if dt is None else float(dt),
-            )
-        sol.t = sol.t.to(torch.float64).cpu()
-    sol.stats["wall_time"] = time.perf_counter() - start
-    sol.stats["method"] = method
-    if len(wanted) != len(grid):
-        wanted_set, last = set(wanted), len(sol.t) - 1
-        # a run that stopped early keeps the state where it stopped, wanted or not
-        keep = [i for i, t in enumerate(sol.t.tolist()) if t in wanted_set or (i == last and sol.status != "success")]
-        sol.t, sol.u = sol.t[keep], sol.u[keep]
-    for cb in cbs:
-        cb.on_finish(sol)
-    return sol
+            structured = f
+        record = RunRecord(grid[0], grid[-1], u0, method=method, **common)
+        stepper, counted = _fixed_stepper(structured, method, sub_method, record)
+        return integrate_fixed(
+            stepper, counted, u0, grid, dt=float(dt), project=project, record=record,
+            slope=record.count(structured), recompute=adjoint,
+        )
+
+    from . import adaptive  # torchdiffeq and scipy are only imported when used
+
+    rtol = DEFAULT_RTOL if rtol is None else float(rtol)
+    atol = DEFAULT_ATOL if atol is None else float(atol)
+    t_grid = torch.tensor(grid, dtype=torch.float64)
+    if method in SCIPY_METHODS:
+        return adaptive.solve_scipy(f, u0, t_grid, method=method, rtol=rtol, atol=atol, **common)
+    return adaptive.solve_torchdiffeq(
+        f, u0, t_grid, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
+        first_step=None if dt is None else float(dt), **common,
+    )
 
 
-def _fixed_stepper(f: Any, method: str, sub_method: str) -> tuple[Any, list[_CountCalls]]:
+def _fixed_stepper(f: Any, method: str, sub_method: str, record: RunRecord) -> tuple[Stepper, Any]:
+    """The stepper for ``method`` and the field to hand it, with every evaluated part counted."""
     if method in TABLEAUS:
-        counter = _CountCalls(f)
-        return ExplicitRK(counter, TABLEAUS[method]), [counter]
+        return ExplicitRK(TABLEAUS[method]), record.count(f)
     if method in SPLITTING_METHODS:
-        split = as_split_field(f)
-        counters = []
-        stepper = Splitting(split, method, default_method=sub_method)
-        for flow in stepper.flows:
-            if flow.rk is not None:
-                counter = _CountCalls(flow.rk.f)
-                flow.rk.f = counter
-                counters.append(counter)
-        return stepper, counters
-    field = as_semilinear_field(f)
-    stepper = Semilinear(field, method)
-    counter = _CountCalls(stepper.N)
-    stepper.N = counter
-    return stepper, [counter]
+        parts: dict[str, Any] = {}
+        for name, part in f.parts.items():
+            what = f"part {name!r} of the split field"
+            if isinstance(part, SubFlow):
+                if part.method != "exact":
+                    part = SubFlow(record.count(part.field, what), part.method, part.substeps)
+            elif not isinstance(part, ExactFlow):
+                part = record.count(part, what)
+            parts[name] = part
+        return Splitting(method, default_method=sub_method), SplitField(parts)
+    field = SemilinearField(f.linear, record.count(f.nonlinear, "the nonlinear part N(t, u)"))
+    return Semilinear(method), field

@@ -17,8 +17,10 @@ class Event:
     """Fires where ``fn(t, u)`` changes sign between two consecutive checked steps.
 
     ``direction`` = +1 fires only on a rise through zero, -1 only on a fall, 0 on both.
-    A terminal event ends the run with status ``event`` and records ``t_event``
-    (located by linear interpolation of ``fn`` between the two steps).
+    A terminal event ends the run with status ``event`` at ``t_event``, located inside the step
+    that crossed (the zero of ``fn`` on the step's cubic Hermite interpolant, by brentq); the
+    state there is the run's last saved state. Every integrator uses that rule (``solvers.record``).
+    A non-terminal event is not watched.
     """
 
     fn: Callable[[float, torch.Tensor], torch.Tensor | float]
@@ -38,13 +40,6 @@ class Event:
         if self.direction < 0:
             return falling
         return rising or falling
-
-
-def locate(t_before: float, t_after: float, g_before: float, g_after: float) -> float:
-    """Linear interpolation of the zero of g between two steps."""
-    if g_after == g_before:
-        return t_after
-    return t_before + (t_after - t_before) * (g_before / (g_before - g_after))
 
 
 def steady_state(f: Callable[[float, torch.Tensor], torch.Tensor], tol: float) -> Event:

@@ -1,179 +1,331 @@
-"""The fixed-grid driver: steps a stepper across the save points, observes, and stops cleanly.
+"""The fixed-grid driver: steps a stepper across the save points, watches every step, stops cleanly.
 
-Between two save points the interval is cut into ⌈Δ/dt⌉ equal steps, so every save point is
-hit exactly (no interpolation). The driver owns what a stepper must not: the optional projection
-after each step, the blow-up guard, user events, callbacks, the step budget and Ctrl-C. The
-blow-up guard runs on the device and is read back only every ``SYNC_EVERY`` steps and at save
-points, so a healthy run pays no host synchronization per step.
+Between two save points the interval is cut into n equal steps with n = Δ/dt rounded to the
+nearest integer when it is one up to rounding error (float32 save times included), else rounded
+up (``steps_between``), so every save point is hit exactly (no interpolation) and the step never
+exceeds dt by more than that rounding. The driver owns what a stepper must not: the optional
+projection after each step, the blow-up guard, user events, callbacks, the step and wall-time
+budgets and Ctrl-C. Stops follow the one rule of ``solvers.record`` (the state at a located
+blow-up or terminal event is the last saved state; a non-finite state keeps the last finite one).
+
+The blow-up guard runs on the device: each step writes the state's (min, max) into a small
+buffer, which is read back every ``SYNC_EVERY`` steps and at save points, so a healthy run pays
+no host synchronization per step. When a read-back finds that step k crossed (or went
+non-finite), the driver re-integrates from the last state it had read back clean to the state
+after step k−1 (this costs nothing on a healthy run) and locates the crossing inside step k.
+User events are read on the host every step (they need it), and the guard is then read with them.
+
+With ``recompute`` (``solve(..., adjoint=True)``) each save interval runs under activation
+checkpointing: its steps are recomputed in the backward pass instead of stored (exact gradients
+of the discrete scheme, memory O(save points)). The steps are still watched one by one during
+the forward pass, and a stop inside an interval re-derives the states it needs from the
+interval's start (under checkpointing as well), so the stop rule is the same as without it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .callbacks import Callback
-from .events import Event, locate
+from .record import RunRecord
 from .solution import Solution, Status
 from .steppers import Stepper
 
 SYNC_EVERY = 32
+_FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 
-class _BlowupGuard:
+def steps_between(ta: float, tb: float, dt: float) -> int:
+    """How many equal steps of about dt cut [ta, tb]: the nearest integer to Δ/dt when Δ/dt is one
+    up to rounding, else ⌈Δ/dt⌉ (so the step is never longer than dt beyond that rounding).
+
+    "Up to rounding" is relative: 1e-6 of Δ/dt, plus the error that save times stored in float32
+    carry (a few ulps of |t|, e.g. ``torch.linspace(0, 8, 41)`` in float32 has 0.20000000298…),
+    capped at 1e-3 of Δ/dt.
+    """
+    ratio = abs(tb - ta) / dt
+    nearest = round(ratio)
+    scale = max(1.0, ratio)
+    tol = min(1e-3 * scale, 1e-6 * scale + 4 * _FLOAT32_EPS * max(abs(ta), abs(tb)) / dt)
+    if nearest >= 1 and abs(ratio - nearest) <= tol:
+        return int(nearest)
+    return max(1, math.ceil(ratio))
+
+
+@dataclass(frozen=True)
+class _Interval:
+    """One save interval: n steps of size h from ta; state s (0..n) lies at ``t(s)``."""
+
+    ta: float
+    tb: float
+    n: int
+    h: float
+
+    def t(self, s: int) -> float:
+        return self.tb if s == self.n else self.ta + s * self.h
+
+
+def plan_grid(grid: Sequence[float], dt: float) -> list[_Interval]:
+    """The steps between consecutive grid points (times taken as float64 Python floats)."""
+    out = []
+    for ta, tb in zip(grid[:-1], grid[1:]):
+        ta, tb = float(ta), float(tb)
+        n = steps_between(ta, tb, dt)
+        out.append(_Interval(ta, tb, n, (tb - ta) / n))
+    return out
+
+
+class _Guard:
     """Watches max |u| after every step without a host sync per step.
 
-    Each step writes the state's (min, max) into a small device buffer (one fused kernel); the
-    buffer is read back when it is full and at save points, and the first step whose max |u|
-    left [0, threshold] (nan included) is reported with its time.
+    Each observed step writes the state's (min, max) into a device buffer (one fused kernel);
+    ``flush`` reads the buffered steps back (one sync) and returns the label of the first step
+    whose max |u| left [0, threshold] or was not finite (nan, ±inf).
     """
 
     def __init__(self, threshold: float | None, like: torch.Tensor):
-        self.threshold = threshold
+        self.threshold = math.inf if threshold is None else float(threshold)
         self.extremes = torch.empty(SYNC_EVERY, 2, dtype=like.dtype, device=like.device)
-        self.times: list[float] = []
-        self.first_bad: float | None = None
+        self.labels: list[int] = []
 
-    def observe(self, t: float, u: torch.Tensor) -> None:
-        if self.threshold is None or self.first_bad is not None:
-            return
-        row = self.extremes[len(self.times)]
+    def observe(self, label: int, u: torch.Tensor) -> bool:
+        """Buffers one step; True when the buffer is full (time to flush)."""
+        row = self.extremes[len(self.labels)]
         torch.aminmax(u.detach(), out=(row[0], row[1]))
-        self.times.append(t)
-        if len(self.times) == SYNC_EVERY:
-            self.check()
+        self.labels.append(label)
+        return len(self.labels) == SYNC_EVERY
 
-    def check(self) -> float | None:
-        """Reads the buffered steps back (one sync) and returns the first bad time, if any."""
-        if self.times and self.first_bad is None:
-            largest = self.extremes[: len(self.times)].abs().amax(dim=1)
-            bad = (~(largest <= self.threshold)).nonzero()
-            if len(bad):
-                self.first_bad = self.times[int(bad[0, 0])]
-            self.times.clear()
-        return self.first_bad
+    def flush(self) -> int | None:
+        if not self.labels:
+            return None
+        largest = self.extremes[: len(self.labels)].abs().amax(dim=1)
+        bad = ~(largest <= self.threshold) | torch.isinf(largest)
+        first = int(torch.where(bad.any(), bad.to(torch.uint8).argmax(), -1))  # the one host read
+        labels, self.labels = self.labels, []
+        return None if first < 0 else labels[first]
+
+
+@dataclass
+class _Found:
+    """What stopped a scan: a crossing at state s (guard or event), the step budget, or the clock."""
+
+    kind: str  # "crossing" | "time"
+    s: int
+    base: tuple[int, torch.Tensor] | None = None  # a clean state at or before s−1 to re-integrate from
+    prev: torch.Tensor | None = None  # state s−1 itself, when the scan still holds it
+    hits: list[int] | None = None  # the record's verdict on state s (None: non-finite)
+    checked: bool = False  # whether ``hits`` was computed
+
+
+class _Token:
+    """Lets a checkpointed scan watch its steps in the forward pass only, not in the recomputation."""
+
+    def __init__(self) -> None:
+        self.watch = True
+
+
+class _FixedRun:
+    def __init__(
+        self,
+        stepper: Stepper,
+        f: Any,
+        project: Callable[[torch.Tensor], torch.Tensor] | None,
+        record: RunRecord,
+        slope: Callable[[Any, torch.Tensor], torch.Tensor],
+        checkpointing: bool,
+        u0: torch.Tensor,
+    ):
+        self.stepper, self.f, self.project = stepper, f, project
+        self.record, self.slope, self.checkpointing = record, slope, checkpointing
+        # events are read on the host every step anyway: the guard is then read with them
+        self.lazy = not record.has_events
+        self.guard = _Guard(record.threshold, u0)
+        self.found: _Found | None = None
+        self.last: tuple[float, torch.Tensor] = (record.t0, u0)  # last completed state (for Ctrl-C)
+        self.position = 0  # completed steps of the interval being scanned
+
+    def advance(self, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
+        u = self.stepper.step(self.f, t, u, h)
+        return self.project(u) if self.project is not None else u
+
+    def run_plain(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        for s in range(s0, s1):
+            u = self.advance(iv.t(s), u, iv.h)
+        return u
+
+    def rerun(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        """States s0 → s1 again (checkpointed when the run is), without watching."""
+        if s1 <= s0:
+            return u
+        if self.checkpointing:
+            return checkpoint(self.run_plain, u, iv, s0, s1, use_reentrant=False)
+        return self.run_plain(u, iv, s0, s1)
+
+    def scan(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        """Steps from state s0 to s1 watching each step; sets ``self.found`` on a stop."""
+        self.found = None
+        record, guard = self.record, self.guard
+        base = (s0, u)
+        for s in range(s0 + 1, s1 + 1):
+            if record.deadline is not None and record.out_of_time():
+                bad = guard.flush() if self.lazy else None
+                self.found = _Found("crossing", bad, base) if bad is not None else _Found("time", s - 1, base)
+                return u
+            u_new = self.advance(iv.t(s - 1), u, iv.h)
+            if self.lazy:
+                if guard.observe(s, u_new):
+                    bad = guard.flush()
+                    if bad is not None:
+                        self.found = _Found("crossing", bad, base)
+                        return u_new
+                    if not self.checkpointing:  # states inside a checkpoint are not kept
+                        base = (s, u_new)
+            else:
+                hits = record.watch(iv.t(s), u_new)
+                if hits is None or hits:
+                    self.found = _Found("crossing", s, base, prev=u, hits=hits, checked=True)
+                    return u_new
+            u = u_new
+            self.position = s
+            self.last = (iv.t(s), u.detach() if self.checkpointing else u)
+        bad = guard.flush() if self.lazy else None  # every scan ends at a save point or the budget
+        if bad is not None:
+            self.found = _Found("crossing", bad, base)
+        return u
+
+    def _scan_checkpointed(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int, token: _Token) -> torch.Tensor:
+        # the watching reads no gradient (no_grad, detached), so recomputing without it repeats
+        # exactly the operations autograd saw; a scan that stopped early is never recomputed,
+        # because the driver drops its output
+        if token.watch:
+            return self.scan(u, iv, s0, s1)
+        return self.run_plain(u, iv, s0, s1)
+
+    def scan_interval(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        if not self.checkpointing or s1 <= s0:
+            return self.scan(u, iv, s0, s1)
+        token = _Token()
+        out = checkpoint(self._scan_checkpointed, u, iv, s0, s1, token, use_reentrant=False)
+        token.watch = False
+        return out
+
+    def resolve_crossing(self, iv: _Interval, found: _Found, u_from: torch.Tensor, s_from: int, u_end: torch.Tensor):
+        """The states around the flagged step and the record's verdict on it.
+
+        Returns (s, state s−1, state s, hits) with hits None for a non-finite state s.
+        """
+        s = found.s
+        if found.prev is not None and not self.checkpointing:
+            u_prev, u_bad = found.prev, u_end
+        else:
+            base_s, base_u = found.base if found.base is not None and not self.checkpointing else (s_from, u_from)
+            u_prev = self.rerun(base_u, iv, base_s, s - 1)
+            u_bad = self.advance(iv.t(s - 1), u_prev, iv.h)
+        hits = found.hits if found.checked else self.record.watch(iv.t(s), u_bad)
+        return s, u_prev, u_bad, hits
+
+    def stop_at_crossing(
+        self, iv: _Interval, s: int, u_prev: torch.Tensor, u_bad: torch.Tensor, hits: list[int]
+    ) -> None:
+        record = self.record
+        t_a, t_b = iv.t(s - 1), iv.t(s)
+        with torch.no_grad():
+            f_a, f_b = self.slope(t_a, u_prev), self.slope(t_b, u_bad)
+        t_root, watcher, interp = record.locate(hits, t_a, u_prev, f_a, t_b, u_bad, f_b)
+        record.add_steps(s - 1, iv.h)
+        if t_root == t_b:
+            u_root = u_bad
+            record.add_steps(1, iv.h)
+        elif t_root == t_a:
+            u_root = u_prev
+        else:
+            # one step of the scheme from the last state before the crossing, so the state at
+            # t_event is as accurate as the rest of the trajectory (and carries its gradient)
+            u_root = self.advance(t_a, u_prev, t_root - t_a)
+            record.add_steps(1, t_root - t_a)
+            if not bool(torch.isfinite(u_root).all()):
+                u_root = interp(t_root)
+        record.stop_at_crossing(t_root, watcher, u_root)
 
 
 def integrate_fixed(
     stepper: Stepper,
+    f: Any,
     u0: torch.Tensor,
     grid: Sequence[float],
     *,
     dt: float,
     project: Callable[[torch.Tensor], torch.Tensor] | None,
-    blowup: float | None,
-    events: Sequence[Event],
-    callbacks: Sequence[Callback],
-    max_steps: int,
+    record: RunRecord,
+    slope: Callable[[Any, torch.Tensor], torch.Tensor],
     recompute: bool = False,
 ) -> Solution:
     """Integrates from grid[0] through every point of ``grid``, saving the state at each.
 
-    With ``recompute`` the steps of each save interval are re-run during the backward pass
-    instead of being stored (exact gradients of the discrete scheme, memory O(save points)).
+    ``f`` is what ``stepper.step`` takes (a callable, a SplitField or a SemilinearField);
+    ``slope(t, u)`` is the whole field as a callable, evaluated only to locate a crossing.
+    ``record`` holds the watchers, budgets and callbacks and assembles the Solution.
+    With ``recompute`` the save intervals run under activation checkpointing (see the module).
     """
-    times: list[float] = []
-    states: list[torch.Tensor] = []
-
-    def save(t: float, u: torch.Tensor) -> None:
-        times.append(t)
-        states.append(u)
-        for cb in callbacks:
-            cb.on_save(t, u)
-
-    save(grid[0], u0)
-    guard = _BlowupGuard(blowup, u0)
-    status, t_event, message = Status.SUCCESS, None, ""
-    steps, dt_min, dt_max, dt_sum = 0, math.inf, 0.0, 0.0
-    event_values = [ev.value(grid[0], u0) for ev in events]
-    u, t_now = u0, grid[0]
-
-    def advance(t: float, u: torch.Tensor, h: float) -> torch.Tensor:
-        u = stepper.step(t, u, h)
-        return project(u) if project is not None else u
-
-    def run_interval(u: torch.Tensor, ta: float, h: float, n: int) -> torch.Tensor:
-        for i in range(n):
-            u = advance(ta + i * h, u, h)
-        return u
-
+    intervals = plan_grid(grid, dt)
+    order = stepper.order_for(f) if hasattr(stepper, "order_for") else stepper.order
+    record.stats["order"] = order
+    if not record.begin(u0):
+        return record.finish()
+    run = _FixedRun(stepper, f, project, record, slope, recompute and torch.is_grad_enabled(), u0)
+    u, done = u0, 0
+    iv: _Interval | None = None
     try:
-        for ta, tb in zip(grid[:-1], grid[1:]):
-            n = max(1, math.ceil(abs(tb - ta) / dt - 1e-9))
-            h = (tb - ta) / n
-            if steps + n > max_steps:
-                n_allowed = max_steps - steps
-                u = run_interval(u, ta, h, n_allowed)
-                steps += n_allowed
-                t_now = ta + n_allowed * h
-                save(t_now, u)
-                status, message = Status.MAX_STEPS, f"step budget max_steps={max_steps} ran out at t={t_now:g}"
-                break
-            dt_min, dt_max, dt_sum = min(dt_min, abs(h)), max(dt_max, abs(h)), dt_sum + n * abs(h)
-            if recompute and torch.is_grad_enabled():
-                u = checkpoint(run_interval, u, ta, h, n, use_reentrant=False)
-                steps, t_now = steps + n, tb
-                guard.observe(tb, u)
-            else:
-                for i in range(n):
-                    t_now = tb if i == n - 1 else ta + (i + 1) * h
-                    u = advance(ta + i * h, u, h)
-                    steps += 1
-                    guard.observe(t_now, u)
-                    if events:
-                        hit = _check_events(events, event_values, t_now - h, t_now, u)
-                        if hit is not None:
-                            t_event = hit
-                            save(t_now, u)
-                            status, message = Status.EVENT, f"terminal event at t={hit:g}"
-                            break
-                    if guard.first_bad is not None:
-                        break
-                if status is Status.EVENT:
+        for iv in intervals:
+            limit = min(iv.n, record.max_steps - done)
+            s, u_from = 0, u
+            run.position = 0
+            while True:
+                u_end = run.scan_interval(u_from, iv, s, limit)
+                found = run.found
+                if found is None:
+                    u = u_end
                     break
-            bad_at = guard.check()
-            if bad_at is not None:
-                t_event = bad_at
-                if bool(torch.isfinite(u).all()):
-                    save(t_now, u)
-                    status, message = Status.BLOWUP, f"max |u| exceeded {blowup:g} at t={bad_at:g}"
-                else:
-                    status, message = Status.NONFINITE, f"the state became non-finite by t={bad_at:g}"
-                break
-            save(tb, u)
+                if found.kind == "time":
+                    u_time = u_end if not run.checkpointing else run.rerun(u_from, iv, s, found.s)
+                    record.add_steps(found.s, iv.h)
+                    record.save_stop(iv.t(found.s), u_time)
+                    record.stop(Status.TIME_LIMIT, record.time_limit_message(iv.t(found.s)))
+                    return record.finish()
+                k, u_prev, u_bad, hits = run.resolve_crossing(iv, found, u_from, s, u_end)
+                if hits is None:
+                    record.add_steps(k - 1, iv.h)
+                    record.save_stop(iv.t(k - 1), u_prev)
+                    record.stop(Status.NONFINITE, f"the state became non-finite at t={iv.t(k):g}", t_event=iv.t(k))
+                    return record.finish()
+                if not hits:
+                    # re-integration did not reproduce the flagged step (a random field?): the
+                    # re-integrated states are the trajectory now; carry on from them
+                    s, u_from = k, u_bad
+                    continue
+                run.stop_at_crossing(iv, k, u_prev, u_bad, hits)
+                return record.finish()
+            run.position = 0
+            if limit < iv.n:
+                record.add_steps(limit, iv.h)
+                record.save_stop(iv.t(limit), u)
+                t_stop = iv.t(limit)
+                record.stop(Status.MAX_STEPS, f"step budget max_steps={record.max_steps} ran out at t={t_stop:g}")
+                return record.finish()
+            record.add_steps(iv.n, iv.h)
+            done += iv.n
+            record.save(iv.tb, u)
     except KeyboardInterrupt:
-        status, message = Status.INTERRUPTED, f"interrupted after {steps} steps"
-
-    stats = {
-        "steps": steps,
-        "accepted": steps,
-        "rejected": 0,
-        "dt_min": dt_min if steps else math.nan,
-        "dt_max": dt_max if steps else math.nan,
-        "dt_mean": dt_sum / steps if steps else math.nan,
-        "order": stepper.order,
-    }
-    return Solution(
-        t=torch.tensor(times, dtype=torch.float64),
-        u=torch.stack(states),
-        status=status,
-        stats=stats,
-        t_event=t_event,
-        message=message,
-    )
-
-
-def _check_events(
-    events: Sequence[Event], values: list[float], t_before: float, t_after: float, u: torch.Tensor
-) -> float | None:
-    """Updates the events' last values; returns the located time of the first terminal crossing."""
-    fired = None
-    for k, ev in enumerate(events):
-        g = ev.value(t_after, u)
-        if ev.crossed(values[k], g) and ev.terminal and fired is None:
-            fired = locate(t_before, t_after, values[k], g)
-        values[k] = g
-    return fired
+        if iv is not None and run.position:
+            record.add_steps(run.position, iv.h)
+        if run.guard.flush() is None:
+            t_last, u_last = run.last
+            if bool(torch.isfinite(u_last).all()):
+                record.save_stop(t_last, u_last)
+        record.stop(Status.INTERRUPTED, f"interrupted after {record.accepted} steps")
+    return record.finish()

@@ -24,6 +24,7 @@ class Status(str, enum.Enum):
     MAX_STEPS = "max_steps"  # the step budget ran out before t1
     INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt) during the run
     EVENT = "event"  # a terminal event fired
+    TIME_LIMIT = "time_limit"  # the wall-time budget (solve(..., max_wall_time=...)) ran out before t1
 
     def __str__(self) -> str:
         return self.value
@@ -45,7 +46,9 @@ class Solution:
     ``stats`` holds ``nfe``, ``steps``, ``accepted``, ``rejected``, ``wall_time`` (seconds) and
     ``dt_min``/``dt_mean``/``dt_max``; integrators may add their own keys (e.g. ``method``).
     ``t_event`` is the time at which a stopping event (blow-up, non-finite state or a user event)
-    was detected, or ``None``.
+    happened, or ``None``. At a blow-up or a terminal event the last saved state is the state at
+    ``t_event`` (``t[-1] == t_event``); at a non-finite state it is the last finite state
+    (``t[-1] <= t_event``). The rule is the same for every integrator (see ``solvers.record``).
     """
 
     t: torch.Tensor

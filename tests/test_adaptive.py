@@ -99,12 +99,12 @@ def test_scipy_takes_the_prefixed_name_and_returns_the_callers_dtype(linear):
     field, u0 = linear
     A32 = field.A.float()
     sol = solve_scipy(
-        lambda t, u: u @ field.A.T,
+        lambda t, u: u @ A32.T,  # f is called in u0's dtype: a float32 field for a float32 state
         u0.float(),
         torch.linspace(0, 1, 3, dtype=torch.float64),
         method="scipy-DOP853",
-        rtol=1e-10,
-        atol=1e-12,
+        rtol=1e-6,  # a float32 field: tolerances near its rounding would only shrink the steps
+        atol=1e-8,
         max_steps=10**6,
         blowup=None,
         events=(),
@@ -237,7 +237,10 @@ def test_ctrl_c_in_the_field_returns_status_interrupted_with_the_states_saved_so
     assert sol.status == "interrupted"
     assert f.calls == 50 and sol.stats["nfe"] == 50
     assert 1 < len(sol.t) < 51
-    assert torch.equal(sol.t, t_eval[: len(sol.t)])
+    # the save points reached, then the last completed step (when it lies beyond them)
+    saved = len(sol.t) - 1 if float(sol.t[-1]) not in t_eval.tolist() else len(sol.t)
+    assert torch.equal(sol.t[:saved], t_eval[:saved])
+    assert saved == len(sol.t) or float(t_eval[saved - 1]) < float(sol.t[-1]) < float(t_eval[saved])
     assert torch.allclose(sol.u[:, 0], torch.exp(-sol.t), rtol=1e-5)
 
 
@@ -269,8 +272,12 @@ def test_a_field_that_turns_nan_returns_status_nonfinite(backend):
     sol = run(backend, f, torch.ones(3, dtype=torch.float64), torch.linspace(0, 1, 5), blowup=1e3)
     assert sol.status == "nonfinite"
     assert torch.isfinite(sol.u).all()
-    assert torch.equal(sol.t, torch.tensor([0.0, 0.25, 0.5], dtype=torch.float64))
-    assert 0.5 <= sol.t_event <= 0.75
+    # the save points before the failure, then the last finite state (every stage of an accepted
+    # step was finite, and the last stage of a step lies at its end, so it lies at t <= 0.6)
+    assert torch.equal(sol.t[:3], torch.tensor([0.0, 0.25, 0.5], dtype=torch.float64))
+    assert len(sol.t) <= 4 and 0.5 <= float(sol.t[-1]) <= 0.6
+    assert float(sol.t[-1]) <= sol.t_event <= 0.75
+    assert torch.allclose(sol.u[:, 0], torch.exp(-sol.t), rtol=1e-6)
 
 
 def test_an_initial_state_above_the_threshold_is_a_blowup_at_t0():
