@@ -12,6 +12,7 @@ By default each layer has its own weights and h = 1 (an ordinary Transformer); p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +85,12 @@ class Classifier(nn.Module):
         self.position = nn.Parameter(sinusoidal_positions(self.max_len, cfg.dim).to(**factory))
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim, **factory)) if pooling == "cls" else None
         self.ln_f = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps, **factory) if cfg.norm == "pre" else nn.Identity()
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes this model to ``directory`` (model.toml + model.safetensors); ``pdesim.load`` reads it back."""
+        from .persist import save  # persist imports this module
+
+        return save(self, directory)
 
     def valid_mask(self, ids: torch.Tensor) -> torch.Tensor | None:
         """(B, n) bool mask of real tokens (ids != pad_id), or None without a pad id."""

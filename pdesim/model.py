@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -496,6 +497,12 @@ class MasterPDE(nn.Module):
             twin.diffusion = self.diffusion
         twin._fields = twin._build_fields()  # the diffusion field holds the module it was built from
         return twin
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes this model to ``directory`` (model.toml + model.safetensors); ``pdesim.load`` reads it back."""
+        from .persist import save  # persist imports this module
+
+        return save(self, directory)
 
     def extra_repr(self) -> str:
         cfg = self.cfg

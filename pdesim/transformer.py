@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -261,6 +262,12 @@ class Transformer(nn.Module):
             return torch.stack([states[0], *record])
         return torch.stack(states) if return_all else states[-1]
 
+    def save(self, directory: str | Path) -> Path:
+        """Writes this model to ``directory`` (model.toml + model.safetensors); ``pdesim.load`` reads it back."""
+        from .persist import save  # persist imports this module
+
+        return save(self, directory)
+
     def continuous(self) -> MasterPDE | LayeredPDE:
         """The PDE with the same weights: the MasterPDE itself when tied, else θ(t) piecewise constant."""
         if len(self.pdes) == 1:
@@ -319,6 +326,12 @@ class LayeredPDE(nn.Module):
         self._sequence = pdes
         self.t_end = float(t_end)
         self.h = self.t_end / len(pdes)
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes this model to ``directory`` (model.toml + model.safetensors); ``pdesim.load`` reads it back."""
+        from .persist import save  # persist imports this module
+
+        return save(self, directory)
 
     def forward(self, t: Any, u: torch.Tensor) -> torch.Tensor:
         index = min(max(int(float(t) / self.h), 0), len(self._sequence) - 1)
