@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .callbacks import Callback
 from .events import Event
 from .methods import SCIPY_METHODS, SCIPY_SOLVERS, TORCHDIFFEQ_METHODS
-from .record import RunRecord, Watcher, check_field_output
+from .record import RunRecord, Watcher, check_field_output, hermite
 from .solution import Solution, SolverInputError, Status
 
 __all__ = ["SCIPY_METHODS", "SCIPY_SOLVERS", "TORCHDIFFEQ_METHODS", "solve_scipy", "solve_torchdiffeq"]
@@ -251,23 +251,27 @@ def solve_torchdiffeq(
         run.checking = False  # the extra calls below must neither trip the guards nor count as steps
         with torch.no_grad():
             f_a, f_b = field(tt(t_a), y_a), field(tt(t_b), y_b)
-        t_root, watcher, interp = record.locate(stop.hits, t_a, y_a, f_a, t_b, y_b, f_b)
-        # the state at t_root: y_b itself, or a re-integration of the short stretch to it (the
-        # Hermite interpolant is only third order); with the adjoint, from the last save point,
-        # whose state carries the adjoint's graph (states inside odeint_adjoint carry none)
-        if t_root == t_b and (stop.at_save_point or not adjoint):
-            return t_root, y_b, watcher
-        if t_root == t_a and not adjoint:
-            return t_root, y_a, watcher
-        t_from, y_from = anchor if adjoint else (t_a, y_a)
-        if t_root == t_from:
-            return t_root, y_from, watcher
-        try:
-            dt0 = run.proposed_dt if run.proposed_dt is not None else abs(t_root - t_from)
-            span = torch.tensor([t_from, t_root], dtype=torch.float64, device=u0.device)
-            return t_root, integrate(y_from, span, dt0, use_adjoint=adjoint), watcher
-        except (AssertionError, _Stop):
-            return t_root, interp(t_root), watcher
+        cubic = hermite(t_a, y_a, f_a.detach(), t_b, y_b, f_b.detach())
+
+        def state_at(s: float, final: bool) -> Tensor:
+            # the returned state is re-integrated over the short stretch to s (the cubic is only
+            # third order); with the adjoint, from the last save point, whose state carries the
+            # adjoint's graph (states inside odeint_adjoint carry none)
+            from_anchor = final and adjoint
+            if s == t_b and (stop.at_save_point or not from_anchor):
+                return y_b
+            t_from, y_from = anchor if from_anchor else (t_a, y_a)
+            if s == t_from:
+                return y_from
+            try:
+                dt0 = run.proposed_dt if run.proposed_dt is not None else abs(s - t_from)
+                span = torch.tensor([t_from, s], dtype=torch.float64, device=u0.device)
+                return integrate(y_from, span, dt0, use_adjoint=from_anchor)
+            except (AssertionError, _Stop):
+                return cubic(s)
+
+        t_root, watcher, state = record.locate(stop.hits, t_a, y_a, f_a, t_b, y_b, f_b, state_at)
+        return t_root, state, watcher
 
     def last_finite() -> tuple[float, Tensor] | None:
         for candidate in (run.current, run.checked):
@@ -482,18 +486,19 @@ def solve_scipy(
                 if hits is None:  # a finite float64 state that overflows u0's dtype
                     nonfinite_stop(t_new, f"the state became non-finite at t={t_new:g}")
                     break
-                stop: tuple[float, Watcher] | None = None
+                stop: tuple[float, Watcher, Tensor] | None = None
                 if hits:
                     u_old = to_caller(y_old)
                     f_a, f_b = field(t_old, u_old), field(t_new, u_new)
-                    t_root, watcher, _ = record.locate(hits, t_old, u_old, f_a, t_new, u_new, f_b)
-                    stop = (t_root, watcher)
+                    stop = record.locate(
+                        hits, t_old, u_old, f_a, t_new, u_new, f_b, lambda s, final, at=state_at: to_caller(at(s))
+                    )
                 limit = t_new if stop is None else stop[0]
                 while nxt < len(t_list) and direction * (t_list[nxt] - limit) <= 0:
                     record.save(t_list[nxt], to_caller(state_at(t_list[nxt])))
                     nxt += 1
                 if stop is not None:
-                    record.stop_at_crossing(stop[0], stop[1], to_caller(state_at(stop[0])))
+                    record.stop_at_crossing(*stop)
                     break
                 last_good = (t_new, u_new)
         except (ValueError, ArithmeticError) as err:

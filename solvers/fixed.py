@@ -236,20 +236,20 @@ class _FixedRun:
         t_a, t_b = iv.t(s - 1), iv.t(s)
         with torch.no_grad():
             f_a, f_b = self.slope(t_a, u_prev), self.slope(t_b, u_bad)
-        t_root, watcher, interp = record.locate(hits, t_a, u_prev, f_a, t_b, u_bad, f_b)
-        record.add_steps(s - 1, iv.h)
-        if t_root == t_b:
-            u_root = u_bad
-            record.add_steps(1, iv.h)
-        elif t_root == t_a:
-            u_root = u_prev
-        else:
-            # one step of the scheme from the last state before the crossing, so the state at
+
+        def state_at(t: float, final: bool) -> torch.Tensor:
+            # one step of the scheme from the last state before the crossing: the state at
             # t_event is as accurate as the rest of the trajectory (and carries its gradient)
-            u_root = self.advance(t_a, u_prev, t_root - t_a)
+            if t == t_b:
+                return u_bad
+            if t == t_a:
+                return u_prev
+            return self.advance(t_a, u_prev, t - t_a)
+
+        t_root, watcher, u_root = record.locate(hits, t_a, u_prev, f_a, t_b, u_bad, f_b, state_at)
+        record.add_steps(s - 1, iv.h)
+        if t_root != t_a:
             record.add_steps(1, t_root - t_a)
-            if not bool(torch.isfinite(u_root).all()):
-                u_root = interp(t_root)
         record.stop_at_crossing(t_root, watcher, u_root)
 
 

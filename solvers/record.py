@@ -6,9 +6,11 @@ The stop rule:
 
 - ``blowup`` (max |u| crossed the threshold) and ``event`` (a terminal user event): the crossing
   is located inside the step that crossed it, as the zero of g on the cubic Hermite interpolant
-  of the step (its end states and f at both ends), found by brentq. The state at that time is
-  the last saved state, so ``sol.t[-1] == sol.t_event``. When several watchers cross in the same
-  step, the earliest located crossing wins.
+  of the step (its end states and f at both ends), found by brentq; the integrator's own state at
+  that time (a re-step, a re-integration, the dense output) is the last saved state, so
+  ``sol.t[-1] == sol.t_event``. When several watchers cross in the same step, the earliest
+  located crossing wins. (A step too coarse for a cubic, whose own state at the Hermite root has
+  plainly not crossed yet, has the root refined on its own states: ``RunRecord.locate``.)
 - ``nonfinite``: the state became inf/nan without crossing the threshold first (or with no
   threshold). The last saved state is the last finite state; ``t_event`` is the time at which the
   non-finite value appeared (so ``sol.t[-1] <= sol.t_event``).
@@ -267,21 +269,45 @@ class RunRecord:
         t_b: float,
         y_b: Tensor,
         f_b: Tensor,
-    ) -> tuple[float, Watcher, Callable[[float], Tensor]]:
-        """The earliest crossing among ``hits`` inside the step [t_a, t_b]: (time, watcher, interpolant).
+        state_at: Callable[[float, bool], Tensor],
+    ) -> tuple[float, Watcher, Tensor]:
+        """The earliest crossing among ``hits`` inside the step [t_a, t_b]: (t_event, watcher, state).
 
-        Each crossed watcher's g is solved on the step's cubic Hermite interpolant with brentq.
+        Each crossed watcher's g is solved on the step's cubic Hermite interpolant with brentq, and
+        the earliest root is t_event. ``state_at(s, final)`` is the integrator's own state at s
+        inside the step (a re-step, a re-integration, the dense output); it is probed under
+        no_grad (``final=False``) and called once more for the returned state (``final=True``,
+        which may carry gradients). If the integrator's state at t_event has plainly not crossed
+        yet (g still on its side of zero by more than 1e-3 of g at the step's start: a step too
+        coarse for a cubic, e.g. one that jumps across a singularity), t_event is refined by
+        brentq on g of the integrator's own states between that time and t_b; so it is found when
+        the slopes overflow and no cubic can be built.
         """
         with torch.no_grad():
-            interp = hermite(t_a, y_a.detach(), f_a.detach(), t_b, y_b.detach(), f_b.detach())
+            cubic = bool(torch.isfinite(f_a).all()) and bool(torch.isfinite(f_b).all())
+            if cubic:
+                interp = hermite(t_a, y_a.detach(), f_a.detach(), t_b, y_b.detach(), f_b.detach())
+            else:  # slopes overflowed (a state near overflow): the integrator's own states only
+                interp = lambda s: state_at(s, False)  # noqa: E731
             best: tuple[float, Watcher] | None = None
             for k in hits:
                 w = self.watchers[k]
                 t_root = find_root(lambda s, w=w: w.g(s, interp(s)), t_a, t_b)
                 if best is None or self.direction * (t_root - best[0]) < 0:
                     best = (t_root, w)
-        assert best is not None
-        return best[0], best[1], hermite(t_a, y_a, f_a.detach(), t_b, y_b, f_b.detach())
+            assert best is not None
+            t_event, watcher = best
+            if cubic and t_event not in (t_a, t_b):
+                g_a = watcher.g(t_a, y_a)
+                probe = state_at(t_event, False)
+                g_event = watcher.g(t_event, probe) if bool(torch.isfinite(probe).all()) else math.nan
+                behind = math.isfinite(g_event) and g_event != 0.0 and (g_event > 0) == (g_a > 0)
+                if behind and abs(g_event) > 1e-3 * abs(g_a):
+                    t_event = find_root(lambda s: watcher.g(s, state_at(s, False)), t_event, t_b)
+        state = state_at(t_event, True)
+        if cubic and t_event not in (t_a, t_b) and not bool(torch.isfinite(state).all()):
+            state = hermite(t_a, y_a, f_a.detach(), t_b, y_b, f_b.detach())(t_event)
+        return t_event, watcher, state
 
     def stop_at_crossing(self, t_event: float, watcher: Watcher, u: Tensor) -> None:
         """Ends the run at a located crossing with the state there as the last saved state."""
@@ -342,6 +368,10 @@ class RunRecord:
         if not self.adaptive or self.status not in (Status.TIME_LIMIT, Status.MAX_STEPS, Status.STEP_UNDERFLOW):
             return ""
         if not self.states or not bool(torch.isfinite(self.states[-1]).all()):
+            return ""
+        # a state that grew by orders of magnitude is running into a singularity, not stiffness
+        scale = max(1.0, float(self.u0.detach().abs().amax())) if self.u0.numel() else 1.0
+        if float(self.states[-1].detach().abs().amax()) > 1e3 * scale:
             return ""
         attempts = self.steps
         rejected = self.rejected or 0
