@@ -1,4 +1,7 @@
-"""The CLI end to end: every preset states its finding at a tiny size; runs reproduce; bad input is one line."""
+"""The CLI end to end: runs write their directory and reproduce; compare and info; bad input is one line.
+
+Presets and their findings: tests/test_presets.py.
+"""
 
 import json
 import math
@@ -45,55 +48,6 @@ def test_no_residual_drifts_where_the_standard_run_keeps_its_input(tmp_path):
     assert arms["no-residual"]["final_mean_cosine"] < 0.1 < 0.4 < arms["standard"]["final_mean_cosine"]
     assert arms["no-residual"]["final_residual"] < 0.05 < 0.3 < arms["standard"]["final_residual"]
     assert arms["no-residual"]["transformer"]["final_mean_cosine"] < 0.1
-
-
-def test_explosion_preset_reports_blowup_with_its_time(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "explosion")
-    found = summary["findings"]
-    assert found["no_layernorm_status"] == "blowup" and 0 < found["no_layernorm_t_event"] <= 12
-    assert found["growth_ratio"] > 1e3
-
-
-def test_drift_preset_finds_the_input_forgotten(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "drift")
-    found = summary["findings"]
-    assert found["no_residual_final_cka"] < 0.3 < found["standard_final_cka"]
-
-
-def test_energy_preset_finds_a_monotone_exact_energy(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "energy", "--t-end", "2", "--saves", "21")
-    found = summary["findings"]
-    assert found["energy_is_exact"] is True
-    assert found["energy_monotone_fraction"] == 1.0
-    assert found["max_relative_rate_error"] < 1e-3
-
-
-def test_consistency_preset_finds_first_order(tmp_path):
-    _, summary, out = _run(tmp_path, "--preset", "consistency")
-    found = summary["findings"]
-    assert abs(found["order"] - 1) < 0.3
-    assert (out / "figures" / "consistency.png").exists()
-
-
-def test_cfl_preset_finds_the_half_boundary(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "cfl")
-    found = summary["findings"]
-    assert found["euler_below"]["tau"] == 0.45 and found["euler_below"]["norm_growth"] <= 1.0
-    assert found["euler_above"]["norm_growth"] > 10 or found["euler_above"]["status"] == "blowup"
-    assert found["etd1"]["tau"] == 10 and found["etd1"]["norm_growth"] <= 1.0
-
-
-def test_cluster_preset_finds_fewer_clusters(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "cluster")
-    found = summary["findings"]
-    assert found["final_clusters"] < found["initial_clusters"]
-
-
-def test_rank_collapse_preset_finds_the_token_uniform_state(tmp_path):
-    _, summary, _ = _run(tmp_path, "--preset", "rank-collapse")
-    found = summary["findings"]
-    assert found["pde_final_residual"] < 0.01 and found["transformer_final_residual"] < 0.01
-    assert found["standard_final_residual"] > 100 * found["pde_final_residual"]
 
 
 def test_a_run_reproduces_bit_for_bit_from_its_config(tmp_path):

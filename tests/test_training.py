@@ -155,3 +155,58 @@ def test_the_spec_rejects_unknown_keys_in_one_line():
     with pytest.raises(Exception, match="unknown key 'layer' in \\[train\\]"):
         TrainSpec.from_table({"layer": 2})
     assert replace(TrainSpec(), steps=3).steps == 3
+
+
+def test_a_checkpoint_is_keyed_by_parameter_name_and_carries_its_step_and_spec(tmp_path):
+    from safetensors import safe_open
+
+    spec = TrainSpec(**TINY, steps=2)
+    outcome = train(spec, checkpoint_dir=tmp_path)
+    with safe_open(str(tmp_path / "last.safetensors"), framework="pt") as handle:
+        keys, metadata = set(handle.keys()), handle.metadata()
+    names = {name for name, _ in outcome.model.named_parameters()}
+    optimizer_keys = {tuple(key.split(".", 1)[1].rsplit(".", 1)) for key in keys - names}
+    assert names <= keys and {name for name, _ in optimizer_keys} <= names
+    assert {key for _, key in optimizer_keys} == {"exp_avg", "exp_avg_sq", "step"}
+    assert "optim.embed.weight.exp_avg" in keys  # AdamW's moments under the parameter's name
+    assert metadata["step"] == "2" and json.loads(metadata["train_spec"]) == spec.to_table()
+
+
+def test_resuming_a_weight_tied_pde_model_continues_bit_for_bit(tmp_path):
+    spec = TrainSpec(**{**TINY, "layers": 1}, model="pde", steps=4, checkpoint_every=2)
+    full = train(spec, checkpoint_dir=tmp_path)
+    resumed = train(spec, resume=tmp_path / "step-000002.safetensors")
+    assert [r["loss"] for r in resumed.rows] == [r["loss"] for r in full.rows[2:]]
+    for (name, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_checkpoint_of_another_network_in_one_line(tmp_path, capsys):
+    spec = TrainSpec(**TINY, steps=1)
+    train(spec, checkpoint_dir=tmp_path)
+    args = ["train", "--seq-len", "32", "--n-train", "256", "--n-eval", "64", "--layers", "2", "--heads", "2"]
+    resume = ["--resume", str(tmp_path / "last.safetensors"), "--quiet", "--out", str(tmp_path / "x")]
+    assert cli.main([*args, "--dim", "32", *resume]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was trained with dim=16 but this run has dim=32" in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("positions", [[], ["before_attention"], ["after_embedding", "before_norm"]])
+def test_attention_entropy_is_measured_on_the_input_the_attention_sees(positions):
+    from pdesim.train.measures import first_attention_entropy
+    from probes import attention_entropy_of
+
+    spec = TrainSpec(**TINY, steps=1, diffusion_positions=positions, diffusion_scales=[1, 2])
+    data, _ = load_data(spec)
+    model = build_model(spec, data)
+    ids = data.ids[:8]
+    pde = model.blocks.blocks[0].pde
+    seen = []
+    hook = pde.attention.register_forward_pre_hook(lambda module, args: seen.append(args) if not seen else None)
+    with torch.no_grad():
+        _, states = model(ids, return_states=True)
+    hook.remove()
+    x, mask = seen[0]
+    expected = float(attention_entropy_of(pde.attention, x, mask).mean())
+    assert first_attention_entropy(model, ids, states[0]) == pytest.approx(expected, rel=1e-6)

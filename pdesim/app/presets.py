@@ -75,38 +75,38 @@ def _no_diffusion(why: str) -> Need:
 # -- findings and after-steps, by preset ----------------------------------------------------------
 
 
+def _same(arm: dict[str, Any], *names: str) -> dict[str, Any]:
+    """These values of one arm's summary, under their own names."""
+    return {name: arm.get(name) for name in names}
+
+
+def _contrast(arms: dict[str, Any], variant: str, **names: str) -> dict[str, Any]:
+    """Each named summary value of the main arm (as <variant>_<key>) beside the standard arm's (standard_<key>)."""
+    found = {}
+    for key, name in names.items():
+        found[f"{variant}_{key}"] = arms[MAIN][name]
+        found[f"standard_{key}"] = arms[STANDARD][name]
+    return found
+
+
 def _explosion_finding(arms: dict[str, Any]) -> dict[str, Any]:
     variant, standard = arms[MAIN], arms[STANDARD]
     return {
-        "no_layernorm_growth": variant["norm_growth"],
-        "no_layernorm_rate": variant["growth_rate"],
+        **_contrast(arms, "no_layernorm", growth="norm_growth", rate="growth_rate"),
         "no_layernorm_status": variant["status"],
         "no_layernorm_t_event": variant["t_event"],
-        "standard_growth": standard["norm_growth"],
-        "standard_rate": standard["growth_rate"],
         "growth_ratio": variant["norm_growth"] / standard["norm_growth"],
     }
 
 
 def _drift_finding(arms: dict[str, Any]) -> dict[str, Any]:
-    variant, standard = arms[MAIN], arms[STANDARD]
-    return {
-        "no_residual_final_cosine": variant["final_mean_cosine"],
-        "standard_final_cosine": standard["final_mean_cosine"],
-        "no_residual_final_cka": variant["final_cka"],
-        "standard_final_cka": standard["final_cka"],
-        "no_residual_final_residual": variant["final_residual"],
-        "standard_final_residual": standard["final_residual"],
-    }
+    return _contrast(
+        arms, "no_residual", final_cosine="final_mean_cosine", final_cka="final_cka", final_residual="final_residual"
+    )
 
 
 def _energy_finding(arms: dict[str, Any]) -> dict[str, Any]:
-    arm = arms[MAIN]
-    return {
-        "energy_is_exact": arm["energy_is_exact"],
-        "energy_monotone_fraction": arm["energy_monotone_fraction"],
-        "max_relative_rate_error": arm.get("max_relative_rate_error"),
-    }
+    return _same(arms[MAIN], "energy_is_exact", "energy_monotone_fraction", "max_relative_rate_error")
 
 
 def _energy_after(spec: RunSpec, results: list[ArmResult]) -> None:
@@ -119,12 +119,7 @@ def _energy_after(spec: RunSpec, results: list[ArmResult]) -> None:
 
 
 def _cluster_finding(arms: dict[str, Any]) -> dict[str, Any]:
-    arm = arms[MAIN]
-    return {
-        "initial_clusters": arm["initial_clusters"],
-        "final_clusters": arm["final_clusters"],
-        "final_mean_pairwise_cosine": arm["final_mean_pairwise_cosine"],
-    }
+    return _same(arms[MAIN], "initial_clusters", "final_clusters", "final_mean_pairwise_cosine")
 
 
 def _rank_finding(arms: dict[str, Any]) -> dict[str, Any]:
