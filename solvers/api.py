@@ -2,9 +2,11 @@
 
 The method name picks the family: explicit Runge–Kutta on a fixed grid, operator splitting
 (lie, strang), IMEX / exponential (stiff linear part treated exactly), adaptive (torchdiffeq)
-or scipy's ``solve_ivp`` as a float64 CPU reference. Arguments are checked up front and a bad
-one is a ``SolverInputError`` with one line; everything that happens during the run (blow-up,
-non-finite state, step budget, Ctrl-C, a terminal event) is a status on the returned Solution.
+or scipy's ``solve_ivp`` as a float64 CPU reference. Arguments (and the first evaluation of
+f: its shape, dtype and device) are checked up front and a bad one is a ``SolverInputError``
+with one line; everything that happens during the run (blow-up, non-finite state, step-size
+underflow, the step or wall-time budget, Ctrl-C, a terminal event) is a status on the returned
+Solution, reported by the same rule whichever method ran (``solvers.record``).
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ class _FixedRun:
         self.lazy = not record.has_events
         self.guard = _Guard(record.threshold, u0)
         self.found: _Found | None = None
-        self.last: tuple[float, torch.Tensor] = (record.t0, u0)  # last completed state (for Ctrl-C)
-        self.position = 0  # completed steps of the interval being scanned
+        self.last = u0  # the last completed state (kept for Ctrl-C) ...
+        self.position = 0  # ... and how many steps into the interval being scanned it lies
 
     def advance(self, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
         u = self.stepper.step(self.f, t, u, h)
@@ -169,15 +169,16 @@ class _FixedRun:
     def scan(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
         """Steps from state s0 to s1 watching each step; sets ``self.found`` on a stop."""
         self.found = None
-        record, guard = self.record, self.guard
+        record, guard, lazy, advance = self.record, self.guard, self.lazy, self.advance
+        deadline, ta, h = record.deadline, iv.ta, iv.h
         base = (s0, u)
         for s in range(s0 + 1, s1 + 1):
-            if record.deadline is not None and record.out_of_time():
-                bad = guard.flush() if self.lazy else None
+            if deadline is not None and record.out_of_time():
+                bad = guard.flush() if lazy else None
                 self.found = _Found("crossing", bad, base) if bad is not None else _Found("time", s - 1, base)
                 return u
-            u_new = self.advance(iv.t(s - 1), u, iv.h)
-            if self.lazy:
+            u_new = advance(ta + (s - 1) * h, u, h)
+            if lazy:
                 if guard.observe(s, u_new):
                     bad = guard.flush()
                     if bad is not None:
@@ -190,10 +191,9 @@ class _FixedRun:
                 if hits is None or hits:
                     self.found = _Found("crossing", s, base, prev=u, hits=hits, checked=True)
                     return u_new
-            u = u_new
+            u = self.last = u_new
             self.position = s
-            self.last = (iv.t(s), u.detach() if self.checkpointing else u)
-        bad = guard.flush() if self.lazy else None  # every scan ends at a save point or the budget
+        bad = guard.flush() if lazy else None  # every scan ends at a save point or the budget
         if bad is not None:
             self.found = _Found("crossing", bad, base)
         return u
@@ -323,9 +323,9 @@ def integrate_fixed(
     except KeyboardInterrupt:
         if iv is not None and run.position:
             record.add_steps(run.position, iv.h)
-        if run.guard.flush() is None:
-            t_last, u_last = run.last
-            if bool(torch.isfinite(u_last).all()):
+            # (inside a checkpointed interval the last state carries no usable graph: detach it)
+            u_last, t_last = run.last.detach() if run.checkpointing else run.last, iv.t(run.position)
+            if run.guard.flush() is None and bool(torch.isfinite(u_last).all()):
                 record.save_stop(t_last, u_last)
         record.stop(Status.INTERRUPTED, f"interrupted after {record.accepted} steps")
     return record.finish()
