@@ -214,10 +214,14 @@ class _FixedRun:
         token.watch = False
         return out
 
-    def resolve_crossing(self, iv: _Interval, found: _Found, u_from: torch.Tensor, s_from: int, u_end: torch.Tensor):
-        """The states around the flagged step and the record's verdict on it.
+    def resolve_crossing(
+        self, iv: _Interval, found: _Found, u_from: torch.Tensor, s_from: int, u_end: torch.Tensor
+    ) -> tuple[int, torch.Tensor, torch.Tensor, list[int] | None]:
+        """The states around the flagged step s and the record's verdict on state s.
 
-        Returns (s, state s−1, state s, hits) with hits None for a non-finite state s.
+        Returns (s, state s−1, state s, hits), hits None for a non-finite state s. States the scan
+        no longer holds are re-integrated from the last clean state it read back (or, under
+        checkpointing, from the scan's start ``u_from`` at ``s_from``).
         """
         s = found.s
         if found.prev is not None and not self.checkpointing:
