@@ -5,10 +5,13 @@ working directory is a temporary folder (a notebook writes nothing into the repo
 whose ``PYTHONPATH`` starts with this checkout (so the kernel imports the code under test). A
 cell that raises fails the test with the cell's traceback; a claim that stops holding fails
 its notebook's assert cell. The notebooks are stored without outputs, to keep diffs readable.
+A notebook that needs optional packages lists their modules in its metadata
+(``"pdesim": {"requires": [...]}``) and is skipped, naming them, where one is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -70,6 +73,10 @@ def test_notebook_runs_and_its_claim_holds(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = _read(path)
+    requires = notebook.metadata.get("pdesim", {}).get("requires", [])
+    missing = [name for name in requires if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"{path.name} needs {', '.join(missing)}, not installed here (pip install -e '.[dev]')")
     client = nbclient.NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT_S,
