@@ -82,6 +82,7 @@ def test_info_prints_the_stability_report(capsys):
         (["--bc", "robin"], "bc='robin' is not one of"),
         (["--diffusion", "nan"], "diffusion=nan"),
         (["--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
+        (["--device", "cuda:99"], "device='cuda:99' is not available here"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, message):

@@ -109,7 +109,7 @@ def test_arms_carry_roles_and_a_label_is_only_for_display(tmp_path):
         (["--preset", "energy", "--norm", "pre"], "the energy preset needs an energy that is a Lyapunov function"),
         (["--preset", "cluster", "--diffusion", "0.1"], "the cluster preset needs diffusion = 0"),
         (["--preset", "rank-collapse", "--diffusion", "0.1"], "the rank-collapse preset needs diffusion = 0"),
-        (["--preset", "consistency", "--norm", "tangent"], "the consistency preset needs norm = pre or post"),
+        (["--preset", "consistency", "--norm", "tangent"], "the consistency preset needs norm = one of pre, post"),
     ],
 )
 def test_a_preset_refuses_a_flag_that_makes_it_meaningless_in_one_line(tmp_path, capsys, args, message):

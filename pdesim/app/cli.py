@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import solvers
 
 from ..config import NORMS, ConfigError
@@ -228,7 +230,17 @@ def resolve_spec(args: argparse.Namespace) -> RunSpec:
         run_changes["dt"] = t_end / args.steps
     if run_changes.get("solver", spec.solver) not in solvers.FIXED_METHODS and "dt" not in run_changes:
         run_changes["dt"] = None
-    return replace(spec, pde=spec.pde.replace(**pde_changes), **run_changes)
+    spec = replace(spec, pde=spec.pde.replace(**pde_changes), **run_changes)
+    _check_device_available(spec.pde.device)
+    return spec
+
+
+def _check_device_available(device: str) -> None:
+    """A device this torch can allocate on: a well-formed name (checked by PDEConfig) may still be absent here."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # torch raises AssertionError for a CPU-only build
+        raise ConfigError(f"device={device!r} is not available here: {str(err).splitlines()[0]}") from None
 
 
 def _format(value: Any) -> str:
