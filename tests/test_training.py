@@ -121,6 +121,8 @@ def test_train_cli_writes_a_run_directory_and_compare_overlays_training_curves(t
         (["--diffusion-position", "inside"], "argument --diffusion-position: invalid choice: 'inside'"),
         (["--steps", "0"], "steps=0 must be an integer >= 1"),
         (["--clip", "1", "--no-clip"], "give --clip or --no-clip, not both"),
+        (["--task", "pathfinder", "--seq-len", "32"], "task 'pathfinder': seq_len=32 must be the square"),
+        (["--adjoint"], "adjoint=True needs model='pde'"),
     ],
 )
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):

@@ -11,13 +11,17 @@ from collections.abc import Iterator
 
 import torch
 
+from ..config import ConfigError
 from ..tasks import TaskData, make_task
 from .spec import TrainSpec
 
 
 def load_data(spec: TrainSpec) -> tuple[TaskData, TaskData]:
     """(train, eval) parts of the task: disjoint, generated offline and cached."""
-    data = make_task(spec.task, n=spec.n_train + spec.n_eval, seq_len=spec.seq_len, seed=spec.task_seed)
+    try:
+        data = make_task(spec.task, n=spec.n_train + spec.n_eval, seq_len=spec.seq_len, seed=spec.task_seed)
+    except ValueError as err:  # a generator refusing its parameters (e.g. pathfinder's square seq_len)
+        raise ConfigError(f"task {spec.task!r}: {err}") from None
     fraction = spec.n_train / len(data)
     train, evaluation = data.split((fraction, 1.0 - fraction), seed=spec.task_seed)
     return train, evaluation

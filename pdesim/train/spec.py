@@ -115,6 +115,8 @@ class TrainSpec:
         self.diffusion_scales = _list("diffusion_scales", self.diffusion_scales)
         for scale in self.diffusion_scales:
             check_int("diffusion scale", scale, 1)
+        if self.adjoint and self.model != "pde":
+            raise ConfigError("adjoint=True needs model='pde': the Transformer has no solver to differentiate through")
         if self.solver not in TRAINING_SOLVERS:
             raise ConfigError(
                 f"solver={self.solver!r} cannot run inside training; use one of {', '.join(TRAINING_SOLVERS)}"
