@@ -56,7 +56,7 @@ def _result(results: list[ArmResult], role: str) -> ArmResult:
 # -- what presets need ----------------------------------------------------------------------------
 
 NEEDS_BASELINE = Need(
-    "baseline = true: its finding is the contrast with the standard run", lambda spec: spec.baseline
+    "baseline = true (its finding is the contrast with the standard run)", lambda spec: spec.baseline
 )
 
 
