@@ -23,7 +23,7 @@ import solvers
 from ..config import NORMS, ConfigError
 from ..train import TrainSpec
 from ..transformer import POSITIONS
-from . import tomlio
+from . import pretrained_run, tomlio
 from .figures import compare_figures, compare_training_figures, run_figures
 from .presets import PRESETS, preset_spec
 from .rundir import RunDirError, read_metrics, read_summary, write_run
@@ -76,6 +76,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     integration.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     parser.add_argument("--preset", choices=tuple(PRESETS), help="a shipped experiment (see README)")
     parser.add_argument("--config", help="a config.toml (e.g. from a run directory); flags override it")
+    imported = parser.add_argument_group("a pretrained model (BERT, ALBERT, GPT-2) as a PDE")
+    imported.add_argument("--pretrained", help="a transformers checkpoint directory (safetensors) or hub name")
+    imported.add_argument("--text", help="its input, through the checkpoint's tokenizer")
+    imported.add_argument("--ids", help="its input as token ids, e.g. 101,7592,102")
+    imported.add_argument("--steps-per-layer", type=int, help="fixed steps of dt = 1/k per layer (default 4)")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -275,6 +280,10 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        default = Path("runs") / f"pretrained-{time.strftime('%Y%m%d-%H%M%S')}"
+        return pretrained_run.run_command(args, default, summary_table)
+    pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)
     out = Path(args.out) if args.out else Path("runs") / f"{spec.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     outcome = run(spec, progress=not args.quiet)
@@ -358,6 +367,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        print(pretrained_run.pretrained_report(pretrained_run.resolve_pretrained_spec(args, input_required=False)))
+        return 0
+    pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)
     print(stability_report(spec))
     return 0

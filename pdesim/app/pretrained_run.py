@@ -1,0 +1,302 @@
+"""``pdesim run --pretrained`` and ``pdesim info --pretrained``: an imported model as its PDE and its own network.
+
+A run reads one input (``--text`` through the checkpoint's tokenizer, or ``--ids``), embeds it
+with the model's own embedding, and runs two arms when a switch is given — the switched model
+("main") and the model as trained ("trained") with the same weights — each as the PDE (``rk4``
+with 4 steps per layer by default; post-LN: the projected integrator) and as the h = 1 network
+(``pm.transformer``), both saved at every layer. The run directory has the usual files:
+
+    RUN/config.toml    the [pretrained] table of the run (source, input, solver, switches)
+    RUN/metrics.csv    one row per arm, source (pde | transformer) and layer
+    RUN/summary.json   per arm: statuses, norm growth and rate, final drift and rank, PDE–network gap
+    RUN/states.npz     the states per arm and source (NumPy, no pickle)
+    RUN/figures/*.png  the run figures of ``pdesim run``
+    RUN/run.log        what the run printed
+
+``pdesim compare`` reads these directories like any other run's. The stability report states,
+layer by layer, the Jacobian's spectral radius of the field at the network's state entering the
+layer, and the sub-steps per layer an explicit solver needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import probes
+import solvers
+
+from ..config import DTYPES, NORMS, ConfigError, check_choice, check_int, check_positive
+from ..pretrained import PretrainedModel, load_pretrained
+from . import tomlio
+from .arms import MAIN, STANDARD, Arm, ArmResult
+from .figures import run_figures
+from .rundir import CSV_COLUMNS, staged_directory, write_rows, write_summary
+from .runner import RunOutcome
+from .stability import jacobian_spectral_radius
+from .summary import summarize_arm
+
+# The flags of ``pdesim run`` that shape the toy system; a checkpoint fixes all of them.
+NOT_FOR_PRETRAINED = ("tokens", "dim", "heads", "diffusion", "bc", "init_scale", "seed", "layers", "saves", "batch",
+                      "preset", "config")
+DEFAULT_STEPS_PER_LAYER = 4
+DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@dataclass
+class PretrainedSpec:
+    """A run of an imported model: where it comes from, its input, the solver, the switches."""
+
+    source: str
+    text: str | None = None
+    ids: list[int] | None = None
+    solver: str = "rk4"
+    steps_per_layer: int = DEFAULT_STEPS_PER_LAYER
+    rtol: float | None = None
+    atol: float | None = None
+    norm: str | None = None  # None: the model's own
+    residual: bool = True
+    dtype: str = "float64"
+    device: str = "cpu"
+    blowup: float = 1e6
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.ids is None):
+            raise ConfigError("give the input as --text or as --ids, not both")
+        check_choice("solver", self.solver, solvers.METHODS)
+        check_int("steps_per_layer", self.steps_per_layer, 1)
+        for name in ("rtol", "atol"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_positive(name, getattr(self, name)))
+        if self.norm is not None:
+            check_choice("norm", self.norm, NORMS)
+        check_choice("dtype", self.dtype, tuple(DTYPES))
+        self.blowup = check_positive("blowup", self.blowup)
+
+    @property
+    def switches(self) -> dict[str, Any]:
+        """The switches this run changes on the imported weights."""
+        changes: dict[str, Any] = {} if self.norm is None else {"norm": self.norm}
+        return changes | ({} if self.residual else {"residual": False})
+
+    def to_tables(self) -> dict[str, dict[str, Any]]:
+        return {"pretrained": {k: v for k, v in asdict(self).items() if v is not None}}
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ConfigError(f"--ids {text!r} must be comma-separated integers, e.g. 101,7592,102") from None
+    if not ids:
+        raise ConfigError("--ids is empty")
+    return ids
+
+
+def refuse_input_flags(args: argparse.Namespace) -> None:
+    """The input flags of an imported model, given without ``--pretrained``: one line."""
+    if args.text is not None or args.ids is not None or args.steps_per_layer is not None:
+        raise ConfigError("--text, --ids and --steps-per-layer go with --pretrained")
+
+
+def resolve_pretrained_spec(args: argparse.Namespace, *, input_required: bool = True) -> PretrainedSpec:
+    """The PretrainedSpec of the flags; flags that shape the toy system are refused in one line."""
+    for flag in NOT_FOR_PRETRAINED:
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to --pretrained: the checkpoint fixes it")
+    if args.text is None and args.ids is None and not input_required:
+        args.text = DEFAULT_TEXT
+    norm = "none" if args.no_layernorm else args.norm
+    if args.no_layernorm and args.norm not in (None, "none"):
+        raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
+    steps = _steps_per_layer(args)
+    options = {name: getattr(args, name) for name in ("solver", "rtol", "atol", "dtype", "device", "blowup")
+               if getattr(args, name) is not None}
+    return PretrainedSpec(
+        source=args.pretrained, text=args.text, ids=None if args.ids is None else _parse_ids(args.ids),
+        steps_per_layer=steps, norm=norm, residual=not args.no_residual, **options,
+    )
+
+
+def _steps_per_layer(args: argparse.Namespace) -> int:
+    """k from --steps-per-layer, or --dt = 1/k: each layer [l, l + 1) is covered by whole steps."""
+    given = [flag for flag in ("steps_per_layer", "dt", "steps", "t_end") if getattr(args, flag, None) is not None]
+    if "steps" in given or "t_end" in given:
+        raise ConfigError("--steps and --t-end do not apply to --pretrained: T is the depth; use --steps-per-layer")
+    if len(given) > 1:
+        raise ConfigError("give --steps-per-layer or --dt, not both")
+    if args.dt is not None:
+        steps = 1.0 / args.dt if args.dt > 0 else math.nan
+        if not math.isfinite(steps) or abs(steps - round(steps)) > 1e-9 * steps:
+            raise ConfigError(f"--dt {args.dt:g} must be 1/k for an integer k: every layer is covered by whole steps")
+        return int(round(steps))
+    return args.steps_per_layer if args.steps_per_layer is not None else DEFAULT_STEPS_PER_LAYER
+
+
+# -- the run -------------------------------------------------------------------------------------------
+class _NoEnergy:
+    """Stands in for the field in the measurements: an imported model has no energy to report."""
+
+    energy_is_exact = False
+
+
+def load(spec: PretrainedSpec) -> tuple[PretrainedModel, torch.Tensor]:
+    """The imported model and its input ids (1, n), checked against its vocabulary and positions."""
+    pm = load_pretrained(spec.source, dtype=DTYPES[spec.dtype], device=spec.device)
+    if spec.text is not None:
+        ids, _ = pm.encode(spec.text)
+    else:
+        ids = pm.check_ids(spec.ids)
+    return pm, ids
+
+
+def _solver_for(model: PretrainedModel, spec: PretrainedSpec, role: str) -> str:
+    """The spec's solver; for the trained post-LN arm beside an adaptive run, rk4 (a projection needs fixed steps)."""
+    if spec.solver in solvers.FIXED_METHODS or model.layers[0].cfg.norm != "post":
+        return spec.solver
+    if role == STANDARD:
+        return "rk4"
+    raise ConfigError(
+        f"{spec.solver} is adaptive, but a post-LN PDE is a projected integrator (LN₂ after every fixed step); "
+        "use a fixed-step solver, or --norm tangent (its smooth counterpart)"
+    )
+
+
+def _run_arm(role: str, label: str, model: PretrainedModel, u0: torch.Tensor, spec: PretrainedSpec) -> ArmResult:
+    solver = _solver_for(model, spec, role)
+    fixed = solver in solvers.FIXED_METHODS
+    tolerances = {} if fixed else {"rtol": spec.rtol, "atol": spec.atol}
+    with torch.no_grad():
+        sol = model.solve(u0, method=solver, steps_per_layer=spec.steps_per_layer, blowup=spec.blowup, **tolerances)
+        states = model.transformer(u0, return_all=True)
+    cfg = model.layers[0].cfg
+    arm = Arm(role, label, cfg, solver, 1.0 / spec.steps_per_layer if fixed else None)
+    times = torch.arange(model.depth + 1, dtype=torch.float64)
+    return ArmResult(arm, _NoEnergy(), sol, times, states)  # type: ignore[arg-type]
+
+
+def _label(model: PretrainedModel) -> str:
+    cfg = model.layers[0].cfg
+    parts = [f"norm={cfg.norm}"] + ([] if cfg.residual else ["no-residual"])
+    return f"{model.architecture} " + ", ".join(parts)
+
+
+def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, torch.Tensor]:
+    """Both arms (the switched model and the trained one, or the trained one alone) as PDE and network."""
+    pm, ids = load(spec)
+    u0 = pm.embed(ids).detach()
+    models = [(MAIN, pm.switched(**spec.switches))] if spec.switches else []
+    models.append((STANDARD if spec.switches else MAIN, pm))
+    results = [_run_arm(role, ("trained " if model is pm else "") + _label(model), model, u0, spec)
+               for role, model in models]
+    summaries, rows = {}, []
+    for result in results:
+        arm_summary, arm_rows = summarize_arm(result, spec)  # type: ignore[arg-type]
+        summaries[result.arm.label] = arm_summary
+        rows.extend(arm_rows)
+    summary = {
+        "preset": "pretrained",
+        "description": f"{pm.architecture} from {spec.source} as its PDE and its h = 1 network",
+        "model": {"architecture": pm.architecture, "layers": pm.depth, "dim": pm.layers[0].cfg.dim,
+                  "heads": pm.layers[0].cfg.heads, "norm": pm.layers[0].cfg.norm, "tokens": int(ids.shape[1])},
+        "interrupted": False,
+        "arms": summaries,
+    }
+    return RunOutcome(spec, results, summary, rows), pm, ids  # type: ignore[arg-type]
+
+
+def write_pretrained_run(outcome: RunOutcome, out: Path, *, log_text: str) -> Path:
+    """The run directory, written atomically (see the module docstring)."""
+    with staged_directory(out) as staging:
+        (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
+        write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
+        write_summary(staging / "summary.json", outcome.summary)
+        arrays = {}
+        for index, result in enumerate(outcome.results):
+            arrays[f"arm{index}__pde_t"] = result.solution.t.numpy()
+            arrays[f"arm{index}__pde_u"] = result.solution.u.detach().cpu().float().numpy()
+            arrays[f"arm{index}__transformer_t"] = result.layer_times.numpy()
+            arrays[f"arm{index}__transformer_u"] = result.layer_states.detach().cpu().float().numpy()
+        np.savez_compressed(staging / "states.npz", **arrays)
+        (staging / "figures").mkdir()
+        run_figures(outcome, staging / "figures")
+        (staging / "run.log").write_text(log_text)
+    return Path(out)
+
+
+def describe_input(pm: PretrainedModel, ids: torch.Tensor) -> str:
+    """One line naming the input's tokens (their text when there is a tokenizer)."""
+    if pm.tokenizer is not None:
+        tokens = pm.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+        return f"input: {ids.shape[1]} tokens {' '.join(tokens)}"
+    return f"input: {ids.shape[1]} token ids {','.join(str(i) for i in ids[0].tolist())}"
+
+
+# -- the stability report ---------------------------------------------------------------------------------
+def pretrained_report(spec: PretrainedSpec) -> str:
+    """Per layer: ρ(∂f_l/∂u) at the network's state entering layer l, and the steps per layer rk4 needs."""
+    pm, ids = load(spec)
+    model = pm.switched(**spec.switches) if spec.switches else pm
+    cfg = model.layers[0].cfg
+    lines = [
+        f"stability report: {pm.architecture} from {spec.source}: L={pm.depth} d={cfg.dim} heads={cfg.heads} "
+        f"norm={cfg.norm} residual={cfg.residual} activation={cfg.activation} ln_eps={cfg.ln_eps:g}",
+        f"  {describe_input(pm, ids)}",
+    ]
+    with torch.no_grad():
+        states = model.transformer(model.embed(ids), return_all=True)
+    radii = []
+    for index, layer in enumerate(model.layers):
+        with torch.enable_grad():
+            radius = jacobian_spectral_radius(layer, states[index].detach())
+        radii.append(radius)
+        lines.append(f"  layer {index + 1}: Jacobian spectral radius of the field at its input state {radius:.4g}")
+    largest = max(radii)
+    fixed = spec.solver in solvers.FIXED_METHODS
+    if cfg.norm == "post":
+        lines.append("  post-LN: the PDE is the projected integrator (LN₂ after every step); adaptive solvers need "
+                     "--norm tangent")
+    if spec.solver in solvers.TABLEAUS:
+        bound = float(probes.max_stable_dt(solvers.TABLEAUS[spec.solver], torch.tensor([-1.0 + 0j])))
+        product = largest / spec.steps_per_layer
+        needed = max(1, math.ceil(largest / bound))
+        verdict = "inside" if product <= bound else "OUTSIDE"
+        lines.append(f"  {spec.solver} with {spec.steps_per_layer} steps per layer: dt·ρ_max = {product:.4g} vs its "
+                     f"real-axis stability bound {bound:.4g}: {verdict}")
+        lines.append(f"  stability needs at least {needed} {spec.solver} steps per layer; recommended: "
+                     f"--solver {spec.solver} --steps-per-layer {max(needed, spec.steps_per_layer)}")
+    elif fixed:
+        lines.append(f"  {spec.solver}: {spec.steps_per_layer} steps per layer (splitting or exponential)")
+    else:
+        lines.append(f"  {spec.solver} is adaptive: its controller picks stable steps")
+    return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace, default_out: Path, table: Any) -> int:
+    """``pdesim run --pretrained``: runs, prints the summary table and writes the run directory."""
+    spec = resolve_pretrained_spec(args)
+    outcome, pm, ids = run_pretrained(spec)
+    log = io.StringIO()
+    print(f"pdesim run --pretrained: {outcome.summary['description']}", file=log)
+    print(describe_input(pm, ids), file=log)
+    print(f"solver={spec.solver} steps per layer={spec.steps_per_layer} dtype={spec.dtype}", file=log)
+    print(table(outcome.summary), file=log)
+    for label, arm in outcome.summary["arms"].items():
+        if arm["solver"] != spec.solver:
+            print(f"{label}: solved with {arm['solver']} (post-LN's projection needs fixed steps)", file=log)
+        gap = arm.get("transformer", {}).get("relative_gap_to_pde")
+        if gap is not None:
+            print(f"{label}: relative gap between the h = 1 network and the PDE at T = {pm.depth}: {gap:.4g}", file=log)
+        if arm["status"] != "success":
+            print(f"{label}: {arm['status']}: {arm['message']}", file=log)
+    out = Path(args.out) if args.out else default_out
+    written = write_pretrained_run(outcome, out, log_text=log.getvalue())
+    print(log.getvalue() + f"run directory: {written}")
+    return 0
