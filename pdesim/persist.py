@@ -74,7 +74,7 @@ def describe(model: Saveable) -> dict[str, Any]:
         pdes, sequence = _sequence(list(model._sequence))
         return head | {"t_end": model.t_end, "sequence": sequence, "pdes": pdes}
     if isinstance(model, Transformer):
-        pdes, sequence = _sequence(list(model._pde_sequence))
+        pdes, sequence = _sequence([block.pde for block in model.blocks])
         return head | {
             "t_end": model.t_end, "order": model.order, "substep": model.substep, "sequence": sequence,
             "pdes": pdes, "inserts": {name: _diffusion_layer(layer) for name, layer in model.inserts.items()},

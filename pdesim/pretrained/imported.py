@@ -63,10 +63,10 @@ class PretrainedModel:
         distinct = _distinct(self.layers)
         self.pde: MasterPDE | LayeredPDE = distinct[0] if len(distinct) == 1 else LayeredPDE(self.layers, depth)
         # The discrete block of the tangent flow is post-LN (DESIGN §4): same modules, other norm.
-        discrete = self.layers
+        self._discrete = self.layers
         if self.layers[0].cfg.norm not in DISCRETE_NORMS:
-            discrete = _shared_map(self.layers, lambda pde: pde.switched(norm="post"))
-        self.transformer = Transformer(discrete, depth)
+            self._discrete = _shared_map(self.layers, lambda pde: pde.switched(norm="post"))
+        self.transformer = Transformer(self._discrete, depth)
 
     # -- sizes -----------------------------------------------------------------------------------
     @property
@@ -197,7 +197,7 @@ class PretrainedModel:
         """The Transformer with k blocks of h = 1/k per layer (each layer's weights k times): → the PDE as k grows."""
         if not isinstance(steps_per_layer, int) or isinstance(steps_per_layer, bool) or steps_per_layer < 1:
             raise ConfigError(f"steps_per_layer={steps_per_layer!r} must be an integer >= 1")
-        pdes = [pde for pde in self.transformer._pde_sequence for _ in range(steps_per_layer)]
+        pdes = [pde for pde in self._discrete for _ in range(steps_per_layer)]
         return Transformer(pdes, float(self.depth))
 
     # -- switches --------------------------------------------------------------------------------
