@@ -104,7 +104,8 @@ class PDEConfig:
     ``MasterPDE.initial_state`` (the positional signal keeps amplitude 1).
     ``temperature`` None means β = 1/sqrt(dim/heads); ``ffn_dim`` None means 4·dim.
     ``attention_matrix``: "learned", or "identity" — A = I for symmetric attention, and
-    Q = K = V = W_O = I (frozen) for softmax attention, the particle models of the literature. ``dtype`` may be given as a torch.dtype and is stored by name.
+    Q = K = V = W_O = I (frozen) for softmax attention, the particle models of the literature.
+    ``dtype`` may be given as a torch.dtype and is stored by name.
     ``decay`` is the rate κ_r of the −κ_r·u term that replaces the identity path when
     ``residual=False`` (DESIGN §3 has κ_r = 1). A discrete block whose k sub-layers each drop
     their identity path, u ← (1 − h)u + hX, is consistent with κ_r = k: see
