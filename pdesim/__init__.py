@@ -7,6 +7,8 @@ diffusion layer, insertable at the seven ``POSITIONS``. ``model.save(dir)`` and 
 model as TOML + safetensors; ``load_pretrained`` imports BERT, ALBERT and GPT-2 checkpoints as PDEs.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .classifier import Classifier, PDEClassifier
 from .config import ConfigError, PDEConfig
 from .diffusion_layer import PDEDiffusion
@@ -15,6 +17,11 @@ from .persist import load
 from .pretrained import PretrainedModel, load_pretrained
 from .terms import Diffusion, GradientReaction, MLPReaction, SoftmaxAttention, SymmetricAttention
 from .transformer import POSITIONS, LayeredPDE, Transformer
+
+try:
+    __version__ = version("pdesim")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "POSITIONS", "Classifier", "ConfigError", "Diffusion", "GradientReaction", "LayeredPDE", "MLPReaction",

@@ -53,19 +53,64 @@ def _array_key(label: str, source: str) -> str:
     return f"{clean}__{source}"
 
 
-@contextmanager
-def staged_directory(out: Path) -> Iterator[Path]:
-    """Yields a hidden sibling of ``out`` to write into; renames it to ``out`` only if the block succeeds.
+# What pdesim writes into a run directory (run, train, pretrained run); nothing else may be in one it replaces.
+RUN_DIR_ENTRIES = frozenset(
+    {"config.toml", "metrics.csv", "summary.json", "states.npz", "figures", "run.log", "checkpoints", "tensorboard"}
+)
+# The mark that says a directory was written by pdesim: this key in its summary.json.
+MARK = "pdesim"
 
-    An existing ``out`` is replaced only when it is a pdesim run directory (has a config.toml).
+
+def written_by_pdesim(path: Path) -> bool:
+    """Whether ``path`` is a directory pdesim wrote: its summary.json carries pdesim's mark."""
+    try:
+        summary = json.loads((Path(path) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and MARK in summary
+
+
+def check_out(out: Path, *, overwrite: bool = False) -> Path:
+    """Checks, before any computation, that a run may be written to ``out``; returns it as a Path.
+
+    ``out`` may be new, an empty directory, or (only with ``overwrite``) a run directory that pdesim
+    wrote itself and that holds nothing pdesim did not write. Its parent must be a writable directory.
     """
     out = Path(out)
-    if out.exists() and not (out / "config.toml").exists() and any(out.iterdir()):
-        raise RunDirError(f"{out} exists and is not a pdesim run directory; choose another --out")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise RunDirError(f"--out {out} exists and is not a directory; choose another --out")
+        entries = {entry.name for entry in out.iterdir()}
+        if entries:
+            if not written_by_pdesim(out):
+                raise RunDirError(f"--out {out} exists and is not a pdesim run directory; choose another --out")
+            foreign = sorted(entries - RUN_DIR_ENTRIES)
+            if foreign:
+                raise RunDirError(
+                    f"--out {out} holds files pdesim did not write ({', '.join(foreign[:3])}); choose another --out"
+                )
+            if not overwrite:
+                raise RunDirError(f"--out {out} holds an earlier pdesim run; pass --overwrite to replace it")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {out}: cannot write into {parent}")
+    return out
+
+
+@contextmanager
+def staged_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a hidden sibling of ``out`` to write into; renames it to ``out`` only if the block succeeds.
+
+    ``out`` is checked by ``check_out`` on entry and again before it is replaced.
+    """
+    out = check_out(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield staging
+        check_out(out, overwrite=overwrite)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -84,7 +129,11 @@ def write_rows(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    """summary.json, with pdesim's mark first (``written_by_pdesim`` reads it)."""
+    from .. import __version__
+
+    marked = {MARK: {"version": __version__}, **{k: v for k, v in summary.items() if k != MARK}}
+    path.write_text(json.dumps(json_safe(marked), indent=2) + "\n")
 
 
 def write_run(
