@@ -24,7 +24,7 @@ from ..config import NORMS, ConfigError
 from ..train import TrainSpec
 from ..transformer import POSITIONS
 from . import pretrained_run, tomlio
-from .figures import compare_figures, compare_training_figures, run_figures
+from .figures import compare_figures, run_figures
 from .presets import PRESETS, preset_spec
 from .rundir import RunDirError, read_metrics, read_summary, write_run
 from .runner import run
@@ -32,6 +32,7 @@ from .spec import RunSpec
 from .stability import stability_report
 from .sweep import run_sweep
 from .train_dir import read_train_rows, run_training
+from .train_figures import compare_training_figures
 
 # CLI flag -> PDEConfig field, for the flags that map one to one.
 PDE_FLAGS = {

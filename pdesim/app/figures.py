@@ -1,9 +1,8 @@
-"""The figures of runs: each metric over time with every arm's PDE and Transformer overlaid, and the
-training curves of ``pdesim train``; each for one run directory or overlaid across several."""
+"""The figures of runs: each metric over time with every arm's PDE and Transformer overlaid, for one
+run directory or overlaid across several (training curves live in ``train_figures``)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -20,12 +19,6 @@ CURVES = (
     ("cka.png", "cka", "linear CKA to u(0)", "Drift: CKA to the input", False),
     ("rank.png", "residual", "‖u − 1ūᵀ‖ / ‖u‖", "Rank collapse: distance to token-uniform", True),
     ("energy.png", "energy", "energy E(u)", "Energy over time", False),
-)
-TRAINING_CURVES = (
-    ("loss.png", "loss", "training loss", False),
-    ("grad_norm.png", "grad_norm", "global gradient norm", True),
-    ("max_activation.png", "max_activation", "max |activation|", True),
-    ("val_accuracy.png", "val_accuracy", "validation accuracy", False),
 )
 
 
@@ -99,31 +92,3 @@ def compare_figures(metrics: dict[str, list[dict]], folder: Path) -> list[Path]:
             series.update(_arm_series(rows, column, prefix=f"{Path(run_dir).name}: "))
         written.append(_plot(folder / name, series, ylabel=ylabel, title=f"{title} (compare)", logy=logy))
     return [p for p in written if p is not None]
-
-
-def _training_curves(rows_by_name: dict[str, list[dict]], folder: Path, note: str) -> list[Path]:
-    """Each training curve with one line per named run; steps where a column is not finite are left out."""
-    written = []
-    for name, column, ylabel, logy in TRAINING_CURVES:
-        series: Series = {}
-        for run_name, rows in rows_by_name.items():
-            picked = [r for r in rows if math.isfinite(r.get(column, math.nan))]
-            if picked:
-                steps = torch.tensor([r["step"] for r in picked], dtype=torch.float64)
-                series[run_name] = (steps, torch.tensor([r[column] for r in picked], dtype=torch.float64))
-        if series:
-            path = _plot(
-                folder / name, series, ylabel=ylabel, title=f"{ylabel} ({note})", logy=logy, xlabel="training step"
-            )
-            written.append(path)
-    return [p for p in written if p is not None]
-
-
-def training_figures(rows: list[dict], folder: Path, title: str) -> list[Path]:
-    """The training curves of one run (loss, gradient norm, max activation, validation accuracy)."""
-    return _training_curves({title: rows}, Path(folder), title)
-
-
-def compare_training_figures(rows_by_run: dict[str, list[dict]], folder: Path) -> list[Path]:
-    """Overlays the training curves of several train runs (rows keyed by run directory)."""
-    return _training_curves({Path(run).name: rows for run, rows in rows_by_run.items()}, Path(folder), "compare")

@@ -14,8 +14,8 @@ from typing import Any
 
 from ..train import TrainOutcome, TrainSpec, train
 from . import tomlio
-from .figures import training_figures
 from .rundir import RunDirError, json_safe, read_rows, staged_directory, write_rows, write_summary
+from .train_figures import training_figures
 
 TRAIN_COLUMNS = (
     "step",
