@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 
+import numpy as np
 import pytest
 import torch
 
 from pdesim.app import cli
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed (pip install 'pdesim[hf]'): no checkpoint to build"
@@ -27,6 +35,107 @@ def bert(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bert")
     transformers.BertModel(config, add_pooling_layer=False).save_pretrained(directory, safe_serialization=True)
     return str(directory)
+
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+         *"the quick brown fox jumps over lazy dog a cat sat on mat .".split()]
+
+
+@pytest.fixture(scope="module")
+def bert_with_tokenizer(bert, tmp_path_factory):
+    """The same BERT beside a WordPiece tokenizer of 19 words (ids 0..18), built without any download."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(models.WordPiece({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    directory = tmp_path_factory.mktemp("bert_tokenizer") / "checkpoint"
+    shutil.copytree(bert, directory)
+    wrapped = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")
+    wrapped.save_pretrained(directory)
+    return str(directory)
+
+
+def _numbers(run_dir):
+    """summary.json without the wall times, and every array of states.npz."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for arm in summary["arms"].values():
+        arm.pop("wall_time")
+    with np.load(run_dir / "states.npz") as states:
+        return summary, {name: states[name] for name in states.files}
+
+
+def _same_numbers(first, second):
+    (summary_1, states_1), (summary_2, states_2) = _numbers(first), _numbers(second)
+    assert summary_1 == summary_2 and states_1.keys() == states_2.keys()
+    for name in states_1:
+        np.testing.assert_array_equal(states_1[name], states_2[name])
+
+
+def test_a_pretrained_runs_config_replays_it_with_the_same_numbers_from_another_directory(bert, tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["--ids", "1,5,9,13,2", "--no-layernorm", "--no-residual", "--solver", "euler", "--steps-per-layer", "3"]
+    assert cli.main(["run", "--pretrained", bert, *args, "--out", str(first)]) == 0
+    config = (first / "config.toml").read_text()
+    table = tomllib.loads(config)["pretrained"]
+    assert {key: table[key] for key in ("source", "ids", "solver", "steps_per_layer", "norm", "residual")} == {
+        "source": bert, "ids": [1, 5, 9, 13, 2], "solver": "euler", "steps_per_layer": 3, "norm": "none",
+        "residual": False,
+    }
+    monkeypatch.chdir(tmp_path)  # the source is recorded by its absolute path
+    assert cli.main(["run", "--config", "first/config.toml", "--out", "second"]) == 0
+    assert (second / "config.toml").read_text() == config
+    _same_numbers(first, second)
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["arms"]["bert norm=none, no-residual"]["dt"] == pytest.approx(1 / 3)
+
+
+def test_a_text_run_records_the_ids_it_read_and_its_replay_reads_those_ids(bert_with_tokenizer, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main(["run", "--pretrained", bert_with_tokenizer, "--text", "The cat sat on the mat.",
+                     "--out", str(first)]) == 0
+    assert "input: 9 tokens [CLS] the cat sat on the mat . [SEP]" in capsys.readouterr().out
+    table = tomllib.loads((first / "config.toml").read_text())["pretrained"]
+    assert (table["text"], table["ids"]) == ("The cat sat on the mat.", [2, 5, 14, 15, 16, 5, 17, 18, 3])
+    assert cli.main(["run", "--config", str(first / "config.toml"), "--out", str(second)]) == 0
+    _same_numbers(first, second)
+
+
+def test_flags_override_a_pretrained_config_and_info_reads_it(bert, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main(["run", "--pretrained", bert, "--ids", "1,5,9", "--out", str(first)]) == 0
+    config = str(first / "config.toml")
+    assert cli.main(["run", "--config", config, "--steps-per-layer", "2", "--no-layernorm", "--out", str(second)]) == 0
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["arms"]["bert norm=none"]["dt"] == 0.5 and summary["arms"]["trained bert norm=post"]["dt"] == 0.5
+    assert summary["model"]["tokens"] == 3
+    capsys.readouterr()
+    assert cli.main(["info", "--config", config]) == 0
+    assert "input: 3 token ids 1,5,9" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[run]\nsolver = \"rk4\"\n", "has no [pretrained] table"),
+        ("[pretrained]\nsource = \"BERT\"\nids = [1]\nlayers = 2\n", "unknown key 'layers' in [pretrained]"),
+        ("[pretrained]\nsource = \"BERT\"\nids = [1]\nresidual = \"no\"\n", "residual='no' must be true or false"),
+        ("[pretrained]\nsource = \"BERT\"\nids = [1, -2]\n", "ids=-2 must be an integer >= 0"),
+        ("[pretrained]\nids = [1]\n", "[pretrained] has no source"),
+        ("[pretrained]\nsource = \"BERT\"\n", "give the input as --text"),
+    ],
+)
+def test_a_bad_pretrained_config_is_one_line_exit_2(bert, tmp_path, capsys, table, message):
+    config = tmp_path / "config.toml"
+    config.write_text(table.replace("BERT", bert))
+    out = tmp_path / "never"
+    assert cli.main(["run", "--pretrained", bert, "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pdesim: error: ") and message in err and "\n" not in err
+    assert not out.exists()
 
 
 def test_a_pretrained_run_writes_both_arms_and_the_no_layernorm_one_grows_5_times_faster(bert, tmp_path, capsys):

@@ -30,7 +30,7 @@ from .rundir import RunDirError, read_metrics, read_summary, write_run
 from .runner import run
 from .spec import RunSpec
 from .stability import stability_report
-from .sweep import run_sweep
+from .sweep import sweep as run_sweep_file
 from .train_dir import read_train_rows, run_training
 from .train_figures import compare_training_figures
 
@@ -106,10 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(info)
     train = commands.add_parser("train", help="train the classifier (or the PDE with its solver) on a generated task")
     _add_train_flags(train)
-    sweep = commands.add_parser("sweep", help="train a grid of configurations and collect one table")
-    sweep.add_argument("file", help="sweep TOML: [base] train settings, [grid] lists to cross, [sweep] workers/out")
+    sweep = commands.add_parser("sweep", help="run a grid of train (or run) configurations and collect one table")
+    sweep.add_argument("file", help="sweep TOML: kind, [base] settings, [grid] lists to cross, [sweep] options")
     sweep.add_argument("--out", help="sweep directory (default from the file, or sweeps/<file name>)")
     sweep.add_argument("--workers", type=int, help="parallel local processes (default 2)")
+    sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
+    sweep.add_argument("--address", help="a Ray cluster to join (default: a local Ray runtime)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -281,7 +284,7 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.pretrained:
+    if pretrained_run.is_pretrained_run(args):
         default = Path("runs") / f"pretrained-{time.strftime('%Y%m%d-%H%M%S')}"
         return pretrained_run.run_command(args, default, summary_table)
     pretrained_run.refuse_input_flags(args)
@@ -333,10 +336,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    out = run_sweep(Path(args.file), out=Path(args.out) if args.out else None, workers=args.workers)
-    print((out / "table.md").read_text())
-    print(f"sweep directory: {out}")
-    return 0
+    outcome = run_sweep_file(
+        Path(args.file),
+        out=Path(args.out) if args.out else None,
+        workers=args.workers,
+        engine=args.engine,
+        address=args.address,
+        quiet=args.quiet,
+    )
+    print(outcome.table)
+    print(
+        f"{outcome.points} points: {outcome.skipped} finished earlier (skipped), {outcome.done} done, "
+        f"{outcome.failed} failed" + (f" (exit codes and stderr in {outcome.out / 'failures'})" if outcome.failed else "")
+    )
+    print(f"sweep directory: {outcome.out}")
+    if outcome.interrupted:
+        print("interrupted: the points finished so far are tabulated; run the same command again to resume")
+        return 130
+    return 1 if outcome.failed else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -368,7 +385,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    if args.pretrained:
+    if pretrained_run.is_pretrained_run(args):
         print(pretrained_run.pretrained_report(pretrained_run.resolve_pretrained_spec(args, input_required=False)))
         return 0
     pretrained_run.refuse_input_flags(args)

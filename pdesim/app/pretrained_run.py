@@ -6,7 +6,8 @@ with the model's own embedding, and runs two arms when a switch is given — the
 with 4 steps per layer by default; post-LN: the projected integrator) and as the h = 1 network
 (``pm.transformer``), both saved at every layer. The run directory has the usual files:
 
-    RUN/config.toml    the [pretrained] table of the run (source, input, solver, switches)
+    RUN/config.toml    the [pretrained] table of the run (source, text and the ids it read, solver, steps per
+                       layer, switches); ``pdesim run --config RUN/config.toml`` replays it, number for number
     RUN/metrics.csv    one row per arm, source (pde | transformer) and layer
     RUN/summary.json   per arm: statuses, norm growth and rate, final drift and rank, PDE–network gap
     RUN/states.npz     the states per arm and source (NumPy, no pickle)
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 import probes
 import solvers
 
-from ..config import DTYPES, NORMS, ConfigError, check_choice, check_int, check_positive
+from ..config import DTYPES, NORMS, ConfigError, check_bool, check_choice, check_int, check_positive
 from ..pretrained import PretrainedModel, load_pretrained
 from . import tomlio
 from .arms import MAIN, STANDARD, Arm, ArmResult
@@ -45,14 +46,19 @@ from .summary import summarize_arm
 
 # The flags of ``pdesim run`` that shape the toy system; a checkpoint fixes all of them.
 NOT_FOR_PRETRAINED = ("tokens", "dim", "heads", "diffusion", "bc", "init_scale", "seed", "layers", "saves", "batch",
-                      "preset", "config")
+                      "preset")
 DEFAULT_STEPS_PER_LAYER = 4
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
 
 
 @dataclass
 class PretrainedSpec:
-    """A run of an imported model: where it comes from, its input, the solver, the switches."""
+    """A run of an imported model: where it comes from, its input, the solver, the switches.
+
+    The input is ``ids`` when given (a replayed run reads the very ids it read before, whatever the
+    tokenizer does today); ``text`` alone is read through the checkpoint's tokenizer, and beside
+    ``ids`` it only records what they were read from.
+    """
 
     source: str
     text: str | None = None
@@ -68,8 +74,17 @@ class PretrainedSpec:
     blowup: float = 1e6
 
     def __post_init__(self) -> None:
-        if (self.text is None) == (self.ids is None):
-            raise ConfigError("give the input as --text or as --ids, not both")
+        if not isinstance(self.source, str) or not self.source:
+            raise ConfigError(f"source={self.source!r} must name a checkpoint directory or hub name")
+        if self.text is None and self.ids is None:
+            raise ConfigError('give the input as --text "..." or as --ids, e.g. --ids 101,7592,102')
+        if self.text is not None and not isinstance(self.text, str):
+            raise ConfigError(f"text={self.text!r} must be a string")
+        if self.ids is not None:
+            if not isinstance(self.ids, list) or not self.ids:
+                raise ConfigError(f"ids={self.ids!r} must be a non-empty list of token ids")
+            for token in self.ids:
+                check_int("ids", token, 0)
         check_choice("solver", self.solver, solvers.METHODS)
         check_int("steps_per_layer", self.steps_per_layer, 1)
         for name in ("rtol", "atol"):
@@ -77,8 +92,28 @@ class PretrainedSpec:
                 setattr(self, name, check_positive(name, getattr(self, name)))
         if self.norm is not None:
             check_choice("norm", self.norm, NORMS)
+        check_bool("residual", self.residual)
         check_choice("dtype", self.dtype, tuple(DTYPES))
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device={self.device!r} must be a string such as 'cpu'")
         self.blowup = check_positive("blowup", self.blowup)
+
+    @classmethod
+    def from_tables(cls, tables: dict[str, Any], path: str) -> PretrainedSpec:
+        """The spec of a config file's [pretrained] table (a pretrained run's RUN/config.toml)."""
+        if "pretrained" not in tables:
+            raise ConfigError(f"config file {path!r} has no [pretrained] table; it is not a --pretrained run's config")
+        unknown = sorted(set(tables) - {"pretrained"})
+        if unknown:
+            raise ConfigError(f"config file {path!r}: unknown table [{unknown[0]}] beside [pretrained]")
+        table = dict(tables["pretrained"])
+        names = [f.name for f in fields(cls)]
+        bad = sorted(set(table) - set(names))
+        if bad:
+            raise ConfigError(f"unknown key {bad[0]!r} in [pretrained]; expected one of {', '.join(names)}")
+        if "source" not in table:
+            raise ConfigError(f"config file {path!r}: [pretrained] has no source (the checkpoint)")
+        return cls(**table)
 
     @property
     def switches(self) -> dict[str, Any]:
@@ -106,27 +141,50 @@ def refuse_input_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--text, --ids and --steps-per-layer go with --pretrained")
 
 
+def is_pretrained_run(args: argparse.Namespace) -> bool:
+    """Whether the command runs an imported model: ``--pretrained``, or a ``--config`` with a [pretrained] table."""
+    return args.pretrained is not None or bool(args.config and "pretrained" in tomlio.load(args.config))
+
+
 def resolve_pretrained_spec(args: argparse.Namespace, *, input_required: bool = True) -> PretrainedSpec:
-    """The PretrainedSpec of the flags; flags that shape the toy system are refused in one line."""
+    """The PretrainedSpec of ``--config`` (a [pretrained] table) and the flags (flags win).
+
+    Flags that shape the toy system are refused in one line. A local checkpoint directory is
+    recorded by its absolute path, so that the run's config.toml replays from anywhere.
+    """
     for flag in NOT_FOR_PRETRAINED:
         if getattr(args, flag, None) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to --pretrained: the checkpoint fixes it")
-    if args.text is None and args.ids is None and not input_required:
-        args.text = DEFAULT_TEXT
-    norm = "none" if args.no_layernorm else args.norm
+    changes: dict[str, Any] = {}
+    if args.pretrained is not None:
+        local = Path(args.pretrained).expanduser()
+        changes["source"] = str(local.resolve()) if local.is_dir() else args.pretrained
+    if args.text is not None and args.ids is not None:
+        raise ConfigError("give the input as --text or as --ids, not both")
+    if args.text is not None:
+        changes.update(text=args.text, ids=None)
+    if args.ids is not None:
+        changes.update(text=None, ids=_parse_ids(args.ids))
     if args.no_layernorm and args.norm not in (None, "none"):
         raise ConfigError(f"--no-layernorm contradicts --norm {args.norm}")
+    if args.no_layernorm or args.norm is not None:
+        changes["norm"] = "none" if args.no_layernorm else args.norm
+    if args.no_residual:
+        changes["residual"] = False
     steps = _steps_per_layer(args)
-    options = {name: getattr(args, name) for name in ("solver", "rtol", "atol", "dtype", "device", "blowup")
-               if getattr(args, name) is not None}
-    return PretrainedSpec(
-        source=args.pretrained, text=args.text, ids=None if args.ids is None else _parse_ids(args.ids),
-        steps_per_layer=steps, norm=norm, residual=not args.no_residual, **options,
-    )
+    if steps is not None:
+        changes["steps_per_layer"] = steps
+    changes.update({name: getattr(args, name) for name in ("solver", "rtol", "atol", "dtype", "device", "blowup")
+                    if getattr(args, name) is not None})
+    if args.config:
+        return replace(PretrainedSpec.from_tables(tomlio.load(args.config), args.config), **changes)
+    if "text" not in changes and "ids" not in changes and not input_required:
+        changes["text"] = DEFAULT_TEXT
+    return PretrainedSpec(**changes)
 
 
-def _steps_per_layer(args: argparse.Namespace) -> int:
-    """k from --steps-per-layer, or --dt = 1/k: each layer [l, l + 1) is covered by whole steps."""
+def _steps_per_layer(args: argparse.Namespace) -> int | None:
+    """k from --steps-per-layer, or --dt = 1/k (each layer [l, l + 1) is covered by whole steps); None if neither."""
     given = [flag for flag in ("steps_per_layer", "dt", "steps", "t_end") if getattr(args, flag, None) is not None]
     if "steps" in given or "t_end" in given:
         raise ConfigError("--steps and --t-end do not apply to --pretrained: T is the depth; use --steps-per-layer")
@@ -137,7 +195,7 @@ def _steps_per_layer(args: argparse.Namespace) -> int:
         if not math.isfinite(steps) or abs(steps - round(steps)) > 1e-9 * steps:
             raise ConfigError(f"--dt {args.dt:g} must be 1/k for an integer k: every layer is covered by whole steps")
         return int(round(steps))
-    return args.steps_per_layer if args.steps_per_layer is not None else DEFAULT_STEPS_PER_LAYER
+    return args.steps_per_layer
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -191,6 +249,7 @@ def _label(model: PretrainedModel) -> str:
 def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, torch.Tensor]:
     """Both arms (the switched model and the trained one, or the trained one alone) as PDE and network."""
     pm, ids = load(spec)
+    spec = replace(spec, ids=ids[0].tolist())  # the run's config.toml records the ids it read
     u0 = pm.embed(ids).detach()
     models = [(MAIN, pm.switched(**spec.switches))] if spec.switches else []
     models.append((STANDARD if spec.switches else MAIN, pm))
