@@ -16,20 +16,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import solvers
 
-from ..config import NORMS, ConfigError
+from ..config import NORMS, ConfigError, check_choice
 from ..train import TrainSpec
 from ..transformer import POSITIONS
-from . import pretrained_run, tomlio
+from . import budget, pretrained_run, tomlio
 from .figures import compare_figures, run_figures
 from .presets import PRESETS, preset_spec
-from .rundir import RunDirError, read_metrics, read_summary, write_run
-from .runner import run
+from .rundir import RunDirError, check_out, read_metrics, read_summary, write_run
+from .runner import planned_arms, run, run_name
 from .spec import RunSpec
 from .stability import stability_report
+from .stopping import sigterm_as_interrupt
 from .sweep import sweep as run_sweep_file
 from .train_dir import read_train_rows, run_training
 from .train_figures import compare_training_figures
@@ -66,7 +65,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     integration.add_argument("--solver", help=f"one of {', '.join(solvers.METHODS)} (default rk4)")
     integration.add_argument("--dt", type=float, help="step of fixed-step solvers (default 0.05)")
     integration.add_argument("--steps", type=int, help="number of fixed steps over [0, T] (sets dt = T/steps)")
-    integration.add_argument("--t-end", type=float, help="final time T, the depth (default 4)")
+    integration.add_argument("--t-end", type=float, help="final time T, the depth (default 8; presets set their own)")
     integration.add_argument("--rtol", type=float, help="relative tolerance of adaptive solvers")
     integration.add_argument("--atol", type=float, help="absolute tolerance of adaptive solvers")
     integration.add_argument("--saves", type=int, help="saved times including t = 0 (default 41)")
@@ -97,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     run_cmd = commands.add_parser("run", help="integrate the PDE and run the Transformer side by side, measure, draw")
     _add_config_flags(run_cmd)
-    run_cmd.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
+    run_cmd.add_argument("--out", help="run directory (default runs/<preset or switches>-<time>)")
+    run_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier pdesim run")
     run_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     compare = commands.add_parser("compare", help="overlay the curves of several run directories")
     compare.add_argument("runs", nargs="+", help="run directories")
@@ -230,26 +230,36 @@ def resolve_spec(args: argparse.Namespace) -> RunSpec:
     if args.no_residual:
         pde_changes["residual"] = False
     run_changes = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}
-    t_end = run_changes.get("t_end", spec.t_end)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ConfigError(f"--steps={args.steps} must be at least 1")
-        if args.dt is not None:
-            raise ConfigError("give --steps or --dt, not both")
-        run_changes["dt"] = t_end / args.steps
-    if run_changes.get("solver", spec.solver) not in solvers.FIXED_METHODS and "dt" not in run_changes:
-        run_changes["dt"] = None
+    run_changes.update(_step_changes(args, spec, run_changes))
     spec = replace(spec, pde=spec.pde.replace(**pde_changes), **run_changes)
-    _check_device_available(spec.pde.device)
+    budget.check_device_available(spec.pde.device)
     return spec
 
 
-def _check_device_available(device: str) -> None:
-    """A device this torch can allocate on: a well-formed name (checked by PDEConfig) may still be absent here."""
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:  # torch raises AssertionError for a CPU-only build
-        raise ConfigError(f"device={device!r} is not available here: {str(err).splitlines()[0]}") from None
+def _step_changes(args: argparse.Namespace, spec: RunSpec, run_changes: dict[str, Any]) -> dict[str, Any]:
+    """dt, rtol and atol as the solver asks: a flag its solver has no use for is refused, not ignored."""
+    solver = check_choice("solver", run_changes.get("solver", spec.solver), solvers.METHODS)
+    if args.steps is not None:
+        if args.dt is not None:
+            raise ConfigError("give --steps or --dt, not both")
+        if args.steps < 1:
+            raise ConfigError(f"--steps={args.steps} must be at least 1")
+    if solver not in solvers.FIXED_METHODS:
+        for flag in ("dt", "steps"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag} sets the step of fixed-step solvers; {solver} is adaptive and picks its "
+                                  "own steps (give --rtol/--atol)")
+        return {"dt": None}
+    for flag in ("rtol", "atol"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag} is a tolerance of adaptive solvers; the fixed-step solver {solver} has none "
+                              "(give --dt or --steps, or an adaptive --solver such as dopri5)")
+    changes: dict[str, Any] = {"rtol": None, "atol": None} if solver != spec.solver else {}
+    if args.steps is not None:
+        changes["dt"] = run_changes.get("t_end", spec.t_end) / args.steps
+    elif args.dt is None and spec.dt is None:  # switched from an adaptive config: the default step
+        changes["dt"] = RunSpec().dt
+    return changes
 
 
 def _format(value: Any) -> str:
@@ -289,7 +299,9 @@ def _run(args: argparse.Namespace) -> int:
         return pretrained_run.run_command(args, default, summary_table)
     pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)
-    out = Path(args.out) if args.out else Path("runs") / f"{spec.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    budget.check_run(spec, len(planned_arms(spec)))
+    default = Path("runs") / f"{run_name(spec)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = check_out(Path(args.out) if args.out else default, overwrite=args.overwrite)  # before any work
     outcome = run(spec, progress=not args.quiet)
     log = io.StringIO()
     print(f"pdesim run: preset {spec.preset}: {outcome.summary['description']}", file=log)
@@ -308,9 +320,11 @@ def _run(args: argparse.Namespace) -> int:
         print("findings: " + ", ".join(f"{k}={_format(v)}" for k, v in findings.items()), file=log)
     if outcome.interrupted:
         print("interrupted: the partial run (arms finished so far) is saved", file=log)
-    written = write_run(outcome, out, log_text=log.getvalue(), figures=run_figures)
-    print(log.getvalue() + f"run directory: {written}")
-    return 130 if outcome.interrupted else 0
+    written = write_run(outcome, out, log_text=log.getvalue(), figures=run_figures, overwrite=args.overwrite)
+    print(log.getvalue() + f"run directory: {written.path}")
+    if not written.figures_complete:
+        print("interrupted while saving: the run's data is saved, its figures are incomplete", file=sys.stderr)
+    return 130 if outcome.interrupted or not written.figures_complete else 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -390,6 +404,7 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)
+    budget.check_info(spec)
     print(stability_report(spec))
     return 0
 
@@ -401,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         if args.command == "run":
-            return _run(args)
+            with sigterm_as_interrupt():
+                return _run(args)
         if args.command == "compare":
             return _compare(args)
         if args.command == "train":

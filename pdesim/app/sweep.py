@@ -1,170 +1,162 @@
-"""``pdesim sweep``: train a grid of configurations, each in its own process, and tabulate them.
+"""``pdesim sweep``: run a grid of ``pdesim train`` (or ``pdesim run``) configurations and tabulate them.
 
-A sweep file is TOML with a [base] table (a [train] table), a [grid] table mapping keys to the
-lists of values to cross, and an optional [sweep] table (workers, out). Every combination is
-trained in its own local process (``python -m pdesim train``); the summaries are collected into
-runs.csv, table.csv / table.md with mean ± std over seeds, and a bar chart of validation accuracy.
+The sweep file is read and every point validated first (``sweep_plan``), the sweep directory is
+checked before any computation, points finished earlier are skipped, the rest run on the chosen
+engine (``sweep_engines``: local processes or Ray tasks), and the collected results become
+runs.csv, table.csv, table.md (``sweep_table``) and a chart (``sweep_figure``). A failed point
+keeps its exit code and stderr in failures/<point>.log, and the sweep then exits non-zero.
+
+    SWEEP/sweep.toml          the sweep file (marks the directory as a pdesim sweep)
+    SWEEP/configs/<point>.toml  each point's config (``pdesim train|run --config`` reads it)
+    SWEEP/runs/<point>/       each point's run directory
+    SWEEP/failures/<point>.log  exit code and stderr of each failed point
+    SWEEP/runs.csv, table.csv, table.md, accuracy.png | findings.png
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
-import json
-import math
-import os
-import statistics
-import subprocess
 import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import ConfigError
-from ..train import TrainSpec
-from . import tomlio
+from .stopping import sigterm_as_interrupt
+from .sweep_engines import ENGINES, PointOutcome, _import_ray, run_local, run_ray
+from .sweep_figure import sweep_figure
+from .sweep_plan import SweepPlan, SweepPoint, check_sweep_dir, grid_points, load_plan, point_label, point_name, prepare
+from .sweep_table import write_tables
+
+__all__ = ["SweepOutcome", "grid_points", "point_label", "point_name", "run_sweep", "sweep"]
 
 
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in a stable order.
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a sweep did: where, how many points, and how many were skipped, done and failed."""
 
-    A value that is a table (an inline ``{key = value, ...}``) sets several keys at once, so
-    ``configs = [{diffusion_positions = []}, {diffusion_positions = ["after_embedding"],
-    diffusion_scales = [1, 2, 4]}]`` crosses whole configurations with the other keys.
-    """
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid key {key!r} must map to a non-empty list of values")
-    keys = list(grid)
-    points = []
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        point: dict[str, Any] = {}
-        for key, value in zip(keys, combo):
-            point.update(value if isinstance(value, dict) else {key: value})
-        points.append(point)
-    return points
+    out: Path
+    points: int
+    skipped: int
+    done: int
+    failed: int
+    interrupted: bool
+    table: str
 
 
-def _shown(value: Any) -> str:
-    return ("+".join(map(str, value)) if isinstance(value, list) else str(value)) or "none"
+class _Progress:
+    """Points done / failed / running with rate and ETA (tqdm), silent when quiet or not a terminal."""
+
+    def __init__(self, total: int, skipped: int, *, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.done = self.failed = self.running = 0
+        self._lock = threading.Lock()
+        self._bar = tqdm(
+            total=total,
+            initial=skipped,
+            unit="point",
+            desc="sweep",
+            file=sys.stderr,
+            disable=quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
+        self._show()
+
+    def _show(self) -> None:
+        self._bar.set_postfix_str(f"done {self.done}, failed {self.failed}, running {self.running}")
+
+    def started(self, point: SweepPoint) -> None:
+        with self._lock:
+            self.running += 1
+            self._show()
+
+    def finished(self, ok: bool) -> None:
+        with self._lock:
+            self.running -= 1
+            self.done += ok
+            self.failed += not ok
+            self._bar.update(1)
+            self._show()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
-def point_name(point: dict[str, Any]) -> str:
-    """A file-name-safe name for a grid point: key=value,key=value."""
-    return ",".join(f"{key}={_shown(value)}" for key, value in point.items()).replace("/", "_")
-
-
-def point_label(point: dict[str, Any]) -> str:
-    """A short label for tables and charts: the values only (scales marked as such)."""
-    return " ".join(f"scales {_shown(v)}" if k == "diffusion_scales" else _shown(v) for k, v in point.items())
-
-
-def run_sweep(
+def sweep(
     path: Path,
     *,
     out: Path | None = None,
     workers: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    quiet: bool = True,
     runner: Callable[[Path, Path], int] | None = None,
-) -> Path:
-    """Trains every grid point (local processes) and writes the collected table; returns the sweep dir."""
-    tables = tomlio.load(str(path))
-    unknown = sorted(set(tables) - {"base", "grid", "sweep"})
-    if unknown:
-        raise ConfigError(f"unknown table [{unknown[0]}] in the sweep file; expected [base], [grid], [sweep]")
-    base, grid, settings = tables.get("base", {}), tables.get("grid", {}), tables.get("sweep", {})
-    points = grid_points(grid)
-    for point in points:  # validate every configuration before anything runs
-        TrainSpec.from_table({**base, **point})
-    out = Path(out or settings.get("out") or f"sweeps/{Path(path).stem}")
-    workers = int(workers or settings.get("workers", 2))
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for point in points:
-        run_dir = out / "runs" / point_name(point)
-        config = out / "runs" / f"{point_name(point)}.toml"
-        config.write_text(tomlio.dumps({"train": TrainSpec.from_table({**base, **point}).to_table()}))
-        jobs.append((point, config, run_dir))
-    runner = runner or _subprocess_runner
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda job: runner(job[1], job[2]), jobs))
-    results = collect_results([(point, run_dir) for point, _, run_dir in jobs], codes)
-    write_sweep_table(out, grid, results)
-    return out
+) -> SweepOutcome:
+    """Runs every unfinished grid point of the sweep file on ``engine`` and writes the collected tables.
 
+    ``runner`` (config, run_dir) -> exit code replaces the engine by an in-process call, one point
+    at a time (for tests and notebooks).
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if address and engine != "ray":
+        raise ConfigError("--address names a Ray cluster; give it with --engine ray")
+    plan = load_plan(Path(path), out=out, workers=workers)
+    if engine == "ray":
+        _import_ray()
+    todo = check_sweep_dir(plan)
+    prepare(plan, todo)
+    waiting = {point.name for point in todo}
+    codes: dict[str, int | None] = {point.name: 0 for point in plan.points if point.name not in waiting}
+    progress = _Progress(len(plan.points), len(codes), quiet=quiet)
 
-def collect_results(runs: list[tuple[dict[str, Any], Path]], codes: list[int] | None = None) -> list[dict[str, Any]]:
-    """Each grid point with its run's summary (empty where the run left none)."""
-    results = []
-    for index, (point, run_dir) in enumerate(runs):
-        path = Path(run_dir) / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
-        results.append({"point": point, "exit_code": None if codes is None else codes[index], **summary})
-    return results
-
-
-def _subprocess_runner(config: Path, run_dir: Path) -> int:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pdesim", "train", "--config", str(config), "--out", str(run_dir), "--quiet"]
-    return subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
-
-
-def write_sweep_table(out: Path, grid: dict[str, list[Any]], results: list[dict[str, Any]]) -> None:
-    """table.csv (one row per run), table.md (mean ± std over seeds per configuration), accuracy.png."""
-    from probes import plots
-
-    keys = list(dict.fromkeys(k for r in results for k in r["point"]))
-    with open(out / "runs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [*keys, "status", "final_val_accuracy", "best_val_accuracy", "first_nonfinite_step", "wall_time"]
-        )
-        for r in results:
-            writer.writerow(
-                [json.dumps(r["point"].get(k)) for k in keys]
-                + [
-                    r.get("status"),
-                    r.get("final_val_accuracy"),
-                    r.get("best_val_accuracy"),
-                    r.get("first_nonfinite_step"),
-                    r.get("wall_time"),
-                ]
+    def on_done(point: SweepPoint, outcome: PointOutcome) -> None:
+        codes[point.name] = outcome.exit_code
+        if outcome.exit_code != 0:
+            plan.failure_path(point).write_text(
+                f"exit code {outcome.exit_code} after {outcome.attempts} attempt(s)\n{outcome.stderr}"
             )
-    group_keys = [k for k in keys if k != "seed"]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        label = point_label({k: r["point"][k] for k in group_keys if k in r["point"]}) or "all"
-        groups.setdefault(label, []).append(r)
-    lines = [
-        "| configuration | runs | final val accuracy (mean ± std) | best val accuracy (mean ± std) |",
-        "|---|---|---|---|",
-    ]
-    labels, means, stds = [], [], []
-    for label, members in groups.items():
-        final = _mean_std([m.get("final_val_accuracy", math.nan) for m in members])
-        best = _mean_std([m.get("best_val_accuracy", math.nan) for m in members])
-        lines.append(f"| {label} | {len(members)} | {final[0]:.4f} ± {final[1]:.4f} | {best[0]:.4f} ± {best[1]:.4f} |")
-        labels.append(label)
-        means.append(final[0])
-        stds.append(final[1])
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    with open(out / "table.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["configuration", "runs", "final_val_accuracy_mean", "final_val_accuracy_std"])
-        for label, mean, std in zip(labels, means, stds):
-            writer.writerow([label, len(groups[label]), mean, std])
-    plots.plot_bars(
-        out / "accuracy.png",
-        labels,
-        means,
-        stds,
-        ylabel="validation accuracy",
-        title=f"{out.name}: mean ± std over seeds",
+        progress.finished(outcome.exit_code == 0)
+
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            if runner is not None:
+                _run_in_process(plan, todo, runner, progress.started, on_done)
+            elif engine == "ray":
+                run_ray(plan, todo, progress.started, on_done, address=address)
+            else:
+                run_local(plan, todo, progress.started, on_done)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    runs, _ = write_tables(plan, codes)
+    sweep_figure(plan, runs)
+    return SweepOutcome(
+        out=plan.out,
+        points=len(plan.points),
+        skipped=len(plan.points) - len(todo),
+        done=progress.done,
+        failed=progress.failed,
+        interrupted=interrupted,
+        table=(plan.out / "table.md").read_text(),
     )
+
+
+def _run_in_process(
+    plan: SweepPlan,
+    todo: list[SweepPoint],
+    runner: Callable[[Path, Path], int],
+    on_start: Callable[[SweepPoint], None],
+    on_done: Callable[[SweepPoint, PointOutcome], None],
+) -> None:
+    for point in todo:
+        on_start(point)
+        on_done(point, PointOutcome(runner(plan.config_path(point), plan.run_dir(point)), "", 1))
+
+
+def run_sweep(path: Path, **options: object) -> Path:
+    """Runs the sweep (see ``sweep``) and returns its directory."""
+    return sweep(path, **options).out  # type: ignore[arg-type]

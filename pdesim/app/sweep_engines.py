@@ -1,0 +1,180 @@
+"""Where a sweep's points run: local processes (``local``) or one Ray task per point (``ray``).
+
+Both engines call the same ``run_point``: it runs ``python -m pdesim train|run --config POINT.toml
+--out RUN_DIR --quiet`` in a fresh process with the same thread count, so a point computes the
+same numbers bit for bit whichever engine ran it. Ray is optional (``pip install 'pdesim[ray]'``):
+it is imported only when ``--engine ray`` asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError
+from .sweep_plan import SweepPlan, SweepPoint
+
+ENGINES = ("local", "ray")
+# Exit codes not worth another attempt: bad input (2) and an interrupted point (130).
+NOT_RETRIED = (0, 2, 130)
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    """How a point's process ended: its exit code, its stderr, and how many attempts it took."""
+
+    exit_code: int
+    stderr: str
+    attempts: int
+
+
+# The local engine's live child processes, so that an interrupt reaches each of them.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def run_point(command: str, config: str, run_dir: str, *, threads: int = 1, retries: int = 0) -> PointOutcome:
+    """Runs one point in its own process (again after a failure, ``retries`` times); never raises on failure.
+
+    An interrupt (Ctrl-C, SIGTERM, Ray's cancel) is passed on to the process as SIGINT, which
+    saves its partial run, and is then raised again.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    argv = [sys.executable, "-m", "pdesim", command, "--config", config, "--out", run_dir, "--quiet"]
+    attempts, code, stderr = 0, 1, ""
+    while attempts <= retries:
+        attempts += 1
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        with _LIVE_LOCK:
+            _LIVE.add(process)
+        try:
+            _, stderr = process.communicate()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            process.communicate()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)
+        code = process.returncode
+        if code in NOT_RETRIED or Path(run_dir).exists():
+            break
+    return PointOutcome(code, stderr, attempts)
+
+
+def _threads(plan: SweepPlan) -> int:
+    return max(1, int(plan.cpus_per_point))
+
+
+OnDone = Callable[[SweepPoint, PointOutcome], None]
+OnStart = Callable[[SweepPoint], None]
+
+
+def run_local(plan: SweepPlan, todo: list[SweepPoint], on_start: OnStart, on_done: OnDone) -> None:
+    """``plan.workers`` points at a time, each in a local process."""
+
+    def job(point: SweepPoint) -> PointOutcome:
+        on_start(point)
+        return run_point(
+            plan.kind,
+            str(plan.config_path(point).absolute()),
+            str(plan.run_dir(point).absolute()),
+            threads=_threads(plan),
+            retries=plan.retries,
+        )
+
+    pool = ThreadPoolExecutor(max_workers=plan.workers)
+    futures: dict[Future, SweepPoint] = {pool.submit(job, point): point for point in todo}
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(futures[future], future.result())
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _LIVE_LOCK:
+            live = list(_LIVE)
+        for process in live:
+            process.send_signal(signal.SIGINT)
+        for process in live:
+            process.wait()
+        raise
+    pool.shutdown()
+
+
+def _import_ray():  # noqa: ANN202 - the module, when installed
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray, which is not installed here: pip install 'pdesim[ray]'") from None
+    return ray
+
+
+def run_ray(
+    plan: SweepPlan, todo: list[SweepPoint], on_start: OnStart, on_done: OnDone, *, address: str | None = None
+) -> None:
+    """One Ray task per point, with the plan's CPUs and GPU fraction per task; Ray retries lost workers.
+
+    With ``address`` it joins that cluster (whose nodes must share the sweep directory); without,
+    it uses the Ray runtime already started in this process, or starts a local one sized for
+    ``plan.workers`` points at a time.
+    """
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        options: dict = {"log_to_driver": False, "logging_level": "ERROR", "include_dashboard": False}
+        if address:
+            options["address"] = address
+        else:
+            options["num_cpus"] = math.ceil(plan.workers * plan.cpus_per_point)
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"at {address}" if address else "here"
+            raise ConfigError(f"cannot start or reach a Ray cluster {where}: {str(err).splitlines()[0]}") from None
+        started = True
+    try:
+        task = ray.remote(run_point).options(
+            num_cpus=plan.cpus_per_point, num_gpus=plan.gpus_per_point, max_retries=plan.retries
+        )
+        refs = {}
+        for point in todo:
+            ref = task.remote(
+                plan.kind,
+                str(plan.config_path(point).absolute()),
+                str(plan.run_dir(point).absolute()),
+                threads=_threads(plan),
+                retries=plan.retries,
+            )
+            refs[ref] = point
+            on_start(point)
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayError as err:  # a worker or node lost beyond the retries
+                        outcome = PointOutcome(-1, f"ray: {err}", plan.retries + 1)
+                    on_done(refs[ref], outcome)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)
+            deadline = time.monotonic() + 30.0  # let the points save their partial runs
+            while pending and time.monotonic() < deadline:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
