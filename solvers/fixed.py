@@ -15,11 +15,13 @@ non-finite), the driver re-integrates from the last state it had read back clean
 after step k−1 (this costs nothing on a healthy run) and locates the crossing inside step k.
 User events are read on the host every step (they need it), and the guard is then read with them.
 
-With ``recompute`` (``solve(..., adjoint=True)``) each save interval runs under activation
-checkpointing: its steps are recomputed in the backward pass instead of stored (exact gradients
-of the discrete scheme, memory O(save points)). The steps are still watched one by one during
-the forward pass, and a stop inside an interval re-derives the states it needs from the
-interval's start (under checkpointing as well), so the stop rule is the same as without it.
+With ``recompute`` (``solve(..., adjoint=True)``) the steps run under activation checkpointing
+in segments of ⌈√n⌉ steps (n the steps of the whole run; a save point also ends a segment): the
+backward pass recomputes one segment at a time from its stored input, so a run of n steps keeps
+about 2√n states plus the saved ones (each with one step's activations) instead of n: exact
+gradients of the discrete scheme at the cost of one more forward pass. The steps are still
+watched one by one during the forward pass, and a stop inside a segment re-derives the states it
+needs from the segment's start (itself checkpointed), so the stop rule is the same as without it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .record import RunRecord
+from .record import CountedField, RunRecord
 from .solution import Solution, Status
-from .steppers import Stepper
+from .steppers import ExplicitRK, Stepper
 
 SYNC_EVERY = 32
 _FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
@@ -83,31 +85,51 @@ def plan_grid(grid: Sequence[float], dt: float) -> list[_Interval]:
 class _Guard:
     """Watches max |u| after every step without a host sync per step.
 
-    Each observed step writes the state's (min, max) into a device buffer (one fused kernel);
-    ``flush`` reads the buffered steps back (one sync) and returns the label of the first step
-    whose max |u| left [0, threshold] or was not finite (nan, ±inf).
+    A small state (up to ``KEEP_STATES_UP_TO`` elements) costs the step nothing: the guard keeps
+    references to the states of the last steps and reduces them all at once in ``flush``. A larger
+    state, whose reduction outweighs a kernel launch, writes its (min, max) into a preallocated
+    device buffer row (one fused kernel). ``flush`` reads the buffered steps back (one sync) and
+    returns the label of the first step whose max |u| left [0, threshold] or was not finite.
     """
+
+    KEEP_STATES_UP_TO = 1 << 14
 
     def __init__(self, threshold: float | None, like: torch.Tensor):
         self.threshold = math.inf if threshold is None else float(threshold)
-        self.extremes = torch.empty(SYNC_EVERY, 2, dtype=like.dtype, device=like.device)
+        self.keep = like.numel() <= self.KEEP_STATES_UP_TO
         self.labels: list[int] = []
+        self.states: list[torch.Tensor] = []
+        if not self.keep:
+            self.extremes = torch.empty(SYNC_EVERY, 2, dtype=like.dtype, device=like.device)
+            self.rows = [(row[0], row[1]) for row in self.extremes]  # views made once, not per step
 
     def observe(self, label: int, u: torch.Tensor) -> bool:
         """Buffers one step; True when the buffer is full (time to flush)."""
-        row = self.extremes[len(self.labels)]
-        torch.aminmax(u.detach(), out=(row[0], row[1]))
-        self.labels.append(label)
-        return len(self.labels) == SYNC_EVERY
+        labels = self.labels
+        if self.keep:
+            self.states.append(u)
+        else:
+            low, high = self.rows[len(labels)]
+            torch.aminmax(u.detach() if u.requires_grad else u, out=(low, high))
+        labels.append(label)
+        return len(labels) == SYNC_EVERY
 
     def flush(self) -> int | None:
-        if not self.labels:
+        n = len(self.labels)
+        if not n:
             return None
-        largest = self.extremes[: len(self.labels)].abs().amax(dim=1)
-        bad = ~(largest <= self.threshold) | torch.isinf(largest)
-        first = int(torch.where(bad.any(), bad.to(torch.uint8).argmax(), -1))  # the one host read
-        labels, self.labels = self.labels, []
-        return None if first < 0 else labels[first]
+        with torch.no_grad():
+            if self.keep:
+                # one reduction for all buffered steps (the infinity norm: max |u|, nan stays nan)
+                largest = torch.linalg.vector_norm(torch.stack(self.states).reshape(n, -1), ord=math.inf, dim=1)
+                self.states = []
+            else:
+                largest = self.extremes[:n].abs().amax(dim=1)
+            ok = torch.isfinite(largest) if self.threshold == math.inf else largest <= self.threshold
+            labels, self.labels = self.labels, []
+            if bool(ok.all()):  # the one host read of a healthy run
+                return None
+            return labels[int((~ok).to(torch.uint8).argmax())]
 
 
 @dataclass
@@ -129,6 +151,38 @@ class _Token:
         self.watch = True
 
 
+def _advance(
+    stepper: Stepper, f: Any, project: Callable[[torch.Tensor], torch.Tensor] | None
+) -> Callable[[float, torch.Tensor, float], torch.Tensor]:
+    """One step (then the projection) as a closure: the per-step call the scans make.
+
+    An explicit Runge–Kutta step calls a counted field once per stage: once the field's first
+    output has been checked, the closure calls the field itself and counts the stages per step.
+    """
+    step = stepper.step
+    if isinstance(stepper, ExplicitRK) and isinstance(f, CountedField):
+        counted, raw, record, stages = f, f.f, f.record, stepper.tableau.stages
+
+        def advance(t: float, u: torch.Tensor, h: float) -> torch.Tensor:
+            if counted.checked:
+                record.nfe += stages
+                u = step(raw, t, u, h)
+            else:
+                u = step(counted, t, u, h)
+            return u if project is None else project(u)
+
+        return advance
+    if project is None:
+        return lambda t, u, h: step(f, t, u, h)
+    return lambda t, u, h: project(step(f, t, u, h))
+
+
+def checkpoint_segment(total_steps: int) -> int:
+    """Steps per checkpointed segment: ⌈√n⌉, so n/⌈√n⌉ segment inputs are stored and one segment
+    of ⌈√n⌉ steps is recomputed at a time in the backward pass (O(√n) states in all)."""
+    return max(1, math.ceil(math.sqrt(max(1, total_steps))))
+
+
 class _FixedRun:
     def __init__(
         self,
@@ -139,9 +193,13 @@ class _FixedRun:
         slope: Callable[[Any, torch.Tensor], torch.Tensor],
         checkpointing: bool,
         u0: torch.Tensor,
+        segment: int = 1,
+        advance: Callable[[float, torch.Tensor, float], torch.Tensor] | None = None,
     ):
         self.stepper, self.f, self.project = stepper, f, project
         self.record, self.slope, self.checkpointing = record, slope, checkpointing
+        self.segment = max(1, segment)  # steps per checkpointed segment
+        self.advance = advance if advance is not None else _advance(stepper, f, project)
         # events are read on the host every step anyway: the guard is then read with them
         self.lazy = not record.has_events
         self.guard = _Guard(record.threshold, u0)
@@ -149,50 +207,52 @@ class _FixedRun:
         self.last = u0  # the last completed state (kept for Ctrl-C) ...
         self.position = 0  # ... and how many steps into the interval being scanned it lies
 
-    def advance(self, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
-        u = self.stepper.step(self.f, t, u, h)
-        return self.project(u) if self.project is not None else u
-
     def run_plain(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        advance, ta, h = self.advance, iv.ta, iv.h
         for s in range(s0, s1):
-            u = self.advance(iv.t(s), u, iv.h)
+            u = advance(ta + s * h, u, h)
         return u
 
     def rerun(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
-        """States s0 → s1 again (checkpointed when the run is), without watching."""
-        if s1 <= s0:
-            return u
-        if self.checkpointing:
-            return checkpoint(self.run_plain, u, iv, s0, s1, use_reentrant=False)
-        return self.run_plain(u, iv, s0, s1)
+        """States s0 → s1 again (checkpointed segment by segment when the run is), without watching."""
+        if not self.checkpointing:
+            return self.run_plain(u, iv, s0, s1)
+        for a in range(s0, s1, self.segment):
+            u = checkpoint(self.run_plain, u, iv, a, min(s1, a + self.segment), use_reentrant=False)
+        return u
 
     def scan(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
         """Steps from state s0 to s1 watching each step; sets ``self.found`` on a stop."""
         self.found = None
         record, guard, lazy, advance = self.record, self.guard, self.lazy, self.advance
+        observe, checkpointing = guard.observe, self.checkpointing
         deadline, ta, h = record.deadline, iv.ta, iv.h
         base = (s0, u)
-        for s in range(s0 + 1, s1 + 1):
-            if deadline is not None and record.out_of_time():
-                bad = guard.flush() if lazy else None
-                self.found = _Found("crossing", bad, base) if bad is not None else _Found("time", s - 1, base)
-                return u
-            u_new = advance(ta + (s - 1) * h, u, h)
-            if lazy:
-                if guard.observe(s, u_new):
-                    bad = guard.flush()
-                    if bad is not None:
-                        self.found = _Found("crossing", bad, base)
+        done = s0  # the step index of u (kept for Ctrl-C without an attribute write per step)
+        try:
+            for s in range(s0 + 1, s1 + 1):
+                if deadline is not None and record.out_of_time():
+                    bad = guard.flush() if lazy else None
+                    self.found = _Found("crossing", bad, base) if bad is not None else _Found("time", s - 1, base)
+                    return u
+                u_new = advance(ta + (s - 1) * h, u, h)
+                if lazy:
+                    if observe(s, u_new):
+                        bad = guard.flush()
+                        if bad is not None:
+                            self.found = _Found("crossing", bad, base)
+                            return u_new
+                        if not checkpointing:  # states inside a checkpoint are not kept
+                            base = (s, u_new)
+                else:
+                    hits = record.watch(iv.t(s), u_new)
+                    if hits is None or hits:
+                        self.found = _Found("crossing", s, base, prev=u, hits=hits, checked=True)
                         return u_new
-                    if not self.checkpointing:  # states inside a checkpoint are not kept
-                        base = (s, u_new)
-            else:
-                hits = record.watch(iv.t(s), u_new)
-                if hits is None or hits:
-                    self.found = _Found("crossing", s, base, prev=u, hits=hits, checked=True)
-                    return u_new
-            u = self.last = u_new
-            self.position = s
+                u, done = u_new, s
+        except KeyboardInterrupt:
+            self.last, self.position = u, done
+            raise
         bad = guard.flush() if lazy else None  # every scan ends at a save point or the budget
         if bad is not None:
             self.found = _Found("crossing", bad, base)
@@ -207,12 +267,18 @@ class _FixedRun:
         return self.run_plain(u, iv, s0, s1)
 
     def scan_interval(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        """``scan`` from s0 to s1; under checkpointing one segment of ``self.segment`` steps at a
+        time, so a stop's ``found.base`` is its segment's start (a state outside any checkpoint)."""
         if not self.checkpointing or s1 <= s0:
             return self.scan(u, iv, s0, s1)
-        token = _Token()
-        out = checkpoint(self._scan_checkpointed, u, iv, s0, s1, token, use_reentrant=False)
-        token.watch = False
-        return out
+        for a in range(s0, s1, self.segment):
+            token = _Token()
+            out = checkpoint(self._scan_checkpointed, u, iv, a, min(s1, a + self.segment), token, use_reentrant=False)
+            token.watch = False
+            if self.found is not None:
+                return out
+            u = out
+        return u
 
     def resolve_crossing(
         self, iv: _Interval, found: _Found, u_from: torch.Tensor, s_from: int, u_end: torch.Tensor
@@ -227,7 +293,7 @@ class _FixedRun:
         if found.prev is not None and not self.checkpointing:
             u_prev, u_bad = found.prev, u_end
         else:
-            base_s, base_u = found.base if found.base is not None and not self.checkpointing else (s_from, u_from)
+            base_s, base_u = found.base if found.base is not None else (s_from, u_from)
             u_prev = self.rerun(base_u, iv, base_s, s - 1)
             u_bad = self.advance(iv.t(s - 1), u_prev, iv.h)
         hits = found.hits if found.checked else self.record.watch(iv.t(s), u_bad)
@@ -268,20 +334,27 @@ def integrate_fixed(
     record: RunRecord,
     slope: Callable[[Any, torch.Tensor], torch.Tensor],
     recompute: bool = False,
+    advance: Callable[[float, torch.Tensor, float], torch.Tensor] | None = None,
 ) -> Solution:
     """Integrates from grid[0] through every point of ``grid``, saving the state at each.
 
     ``f`` is what ``stepper.step`` takes (a callable, a SplitField or a SemilinearField);
     ``slope(t, u)`` is the whole field as a callable, evaluated only to locate a crossing.
     ``record`` holds the watchers, budgets and callbacks and assembles the Solution.
-    With ``recompute`` the save intervals run under activation checkpointing (see the module).
+    With ``recompute`` the steps run under activation checkpointing in segments of ⌈√n⌉ steps
+    (see the module). ``advance(t, u, h)``, when given, replaces ``stepper.step`` then ``project``
+    as the step (a compiled step, ``solvers.compiled``).
     """
     intervals = plan_grid(grid, dt)
     order = stepper.order_for(f) if hasattr(stepper, "order_for") else stepper.order
     record.stats["order"] = order
     if not record.begin(u0):
         return record.finish()
-    run = _FixedRun(stepper, f, project, record, slope, recompute and torch.is_grad_enabled(), u0)
+    total = min(record.max_steps, sum(iv.n for iv in intervals))
+    checkpointing = recompute and torch.is_grad_enabled()
+    run = _FixedRun(stepper, f, project, record, slope, checkpointing, u0, checkpoint_segment(total), advance)
+    if checkpointing:
+        record.stats["checkpoint_segment"] = run.segment
     u, done = u0, 0
     iv: _Interval | None = None
     try:
@@ -296,7 +369,8 @@ def integrate_fixed(
                     u = u_end
                     break
                 if found.kind == "time":
-                    u_time = u_end if not run.checkpointing else run.rerun(u_from, iv, s, found.s)
+                    base_s, base_u = found.base if found.base is not None else (s, u_from)
+                    u_time = u_end if not run.checkpointing else run.rerun(base_u, iv, base_s, found.s)
                     record.add_steps(found.s, iv.h)
                     record.save_stop(iv.t(found.s), u_time)
                     record.stop(Status.TIME_LIMIT, record.time_limit_message(iv.t(found.s)))

@@ -32,18 +32,18 @@ class ExplicitRK:
         self.tableau = tableau
         self.order = tableau.order
         # Precompute which stage couplings are non-zero so a step does no arithmetic on zeros.
-        self._rows = [[(j, a) for j, a in enumerate(row[:i]) if a != 0.0] for i, row in enumerate(tableau.a)]
-        self._weights = [(i, b) for i, b in enumerate(tableau.b) if b != 0.0]
+        rows = [[(j, a) for j, a in enumerate(row[:i]) if a != 0.0] for i, row in enumerate(tableau.a)]
+        self._stages = tuple((c, tuple(row)) for c, row in zip(tableau.c, rows))
+        self._weights = tuple((i, b) for i, b in enumerate(tableau.b) if b != 0.0)
 
     def step(self, f: Field, t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
         """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``."""
-        tab = self.tableau
         ks: list[torch.Tensor] = []
-        for i, row in enumerate(self._rows):
+        for c, row in self._stages:
             stage = u
             for j, a in row:
                 stage = stage.add(ks[j], alpha=dt * a)
-            ks.append(f(t + tab.c[i] * dt, stage))
+            ks.append(f(t + c * dt, stage))
         out = u
         for i, b in self._weights:
             out = out.add(ks[i], alpha=dt * b)
