@@ -98,7 +98,7 @@ def run_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
     """Each finding per configuration, one panel per finding, one colour per arm and source."""
     named = findings(plan, runs)
     labels = list(dict.fromkeys(runs["configuration"]))
-    series = list(dict.fromkeys(zip(runs["arm"], runs["source"])))
+    series = list(dict.fromkeys(zip(runs["role"], runs["source"])))  # the main arm is named after its switches
     colors = plt.get_cmap("tab10")
     columns = min(3, len(named))
     rows_of_panels = math.ceil(len(named) / columns)
@@ -110,20 +110,27 @@ def run_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
     )
     offsets = np.linspace(-0.25, 0.25, len(series)) if len(series) > 1 else np.zeros(1)
     for ax, (name, title) in zip(axes.flat, named.items()):
-        for number, (arm, source) in enumerate(series):
-            mine = runs[(runs["arm"] == arm) & (runs["source"] == source)]
+        for number, (role, source) in enumerate(series):
+            mine = runs[(runs["role"] == role) & (runs["source"] == source)]
+            legend = f"{role} arm, {'PDE' if source == 'pde' else 'Transformer'}"
             for index, label in enumerate(labels):
                 values = mine.loc[mine["configuration"] == label, name].to_numpy(dtype=float)
-                legend = f"{arm} ({source})" if index == 0 else None
-                _seeds_and_mean(ax, index + offsets[number], values, colors(number % 10), legend)
+                if _seeds_and_mean(ax, index + offsets[number], values, colors(number % 10), legend):
+                    legend = None
         ax.set_title(title)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
+    entries: dict[str, object] = {}
+    for ax in axes.flat[: len(named)]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
     for ax in list(axes.flat)[len(named) :]:
         ax.axis("off")
-    handles, legend_labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, legend_labels, loc="lower right", fontsize=8)
+    spare = list(axes.flat)[len(named) :]
+    where = spare[0] if spare else axes.flat[0]
+    where.legend(list(entries.values()), list(entries), loc="center" if spare else "best", fontsize=9)
     _title(fig, f"{plan.out.name}: findings over {_what_was_swept(plan)} (dots: seeds, bars: mean ± std)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -48,8 +48,11 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _is_scalar(value: Any) -> bool:
-    return not isinstance(value, (list, dict))
+def _is_measure(value: Any) -> bool:
+    """A number (or null, or JSON's "inf"), not a description or a spectrum."""
+    if isinstance(value, bool):
+        return False
+    return value is None or value in ("inf", "-inf") or isinstance(value, (int, float))
 
 
 def grid_keys(points: list[SweepPoint]) -> list[str]:
@@ -93,11 +96,12 @@ def run_rows(plan: SweepPlan, exit_codes: dict[str, int | None]) -> pd.DataFrame
             for source, measured in (("pde", arm), ("transformer", arm.get("transformer"))):
                 if not isinstance(measured, dict) or (source == "transformer" and not measured):
                     continue
-                lyapunov = {k: v for k, v in measured.items() if _LYAPUNOV.search(k) and _is_scalar(v)}
+                lyapunov = {k: v for k, v in measured.items() if _LYAPUNOV.search(k) and _is_measure(v)}
                 rows.append(
                     {
                         **head,
                         "arm": label,
+                        "role": arm.get("role", "-"),
                         "source": source,
                         "status": arm.get("status", "failed") if summary else "failed",
                         **{name: _number(measured.get(name)) for name in RUN_FINDINGS},
@@ -116,7 +120,7 @@ def findings(plan: SweepPlan, runs: pd.DataFrame) -> dict[str, str]:
     named = dict(RUN_FINDINGS)
     for column in runs.columns:
         if _LYAPUNOV.search(column) and runs[column].notna().any():
-            named[column] = column.replace("_", " ")
+            named[column] = "largest FTLE" if column == "lyapunov" else column.replace("_", " ")
     return named
 
 
@@ -137,7 +141,7 @@ def aggregate(plan: SweepPlan, runs: pd.DataFrame) -> pd.DataFrame:
 def _cell(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "nan"
-    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:.4g}" if math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
 
 
 def markdown(plan: SweepPlan, runs: pd.DataFrame, table: pd.DataFrame) -> str:
