@@ -75,15 +75,24 @@ def _tangent_projection(project: Callable[[torch.Tensor], torch.Tensor] | None):
 def _renormalized_run(
     pair_field: Field,
     pair: torch.Tensor,
-    ends: list[float],
     t0: float,
+    t_end: float,
     *,
+    every: float,
     dt: float,
     method: str,
     renormalize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Integrates the stacked pair segment by segment; ``renormalize`` returns (new pair, log growth (B, ...))."""
+    """Integrates the stacked (u, v₁, …) over [t0, t_end] in segments of ``every`` time units.
+
+    ``renormalize`` returns (new stack, log growth (B, ...)) at each segment's end; ``project``
+    (of u, e.g. a post-LN model's projection) acts on u after every step and on each v by its
+    derivative.
+    """
+    t0 = float(t0)
+    ends = _segment_ends(t0, float(t_end), float(every))
+    project = _tangent_projection(project)
     batch = pair.shape[1]
     log_growth: torch.Tensor | float = 0.0
     running = []
@@ -139,16 +148,9 @@ def ftle(
         return torch.stack([pair[0], tangent]), growth.to(torch.float64).log()
 
     pair = torch.stack([u0, _random_direction(u0, seed, direction)])
-    ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
     run = _renormalized_run(
-        pair_field,
-        pair,
-        ends,
-        float(t0),
-        dt=dt,
-        method=method,
-        renormalize=renormalize,
-        project=_tangent_projection(project),
+        pair_field, pair, t0, t_end, every=renormalize_every, dt=dt, method=method, renormalize=renormalize,
+        project=project,
     )
     return _largest(run)
 
@@ -208,16 +210,9 @@ def lyapunov_spectrum(
     frame = torch.randn(batch, size, k, generator=generator, dtype=torch.float64)
     frame = torch.linalg.qr(frame)[0].permute(2, 0, 1).reshape(k, *u0.shape).to(device=u0.device, dtype=u0.dtype)
     stack = torch.cat([u0.unsqueeze(0), frame])
-    ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
     run = _renormalized_run(
-        stack_field,
-        stack,
-        ends,
-        float(t0),
-        dt=dt,
-        method=method,
-        renormalize=orthonormalize,
-        project=_tangent_projection(project),
+        stack_field, stack, t0, t_end, every=renormalize_every, dt=dt, method=method, renormalize=orthonormalize,
+        project=project,
     )
     exponents = run["exponents"]  # (K, B, k)
     return {
@@ -269,5 +264,7 @@ def ftle_two_trajectories(
     perturbed = u0 + _random_direction(u0, seed) * _as_sample_scale(size_of(u0), u0)
     start_distance.append(_per_sample_norm(perturbed - u0))
     pair = torch.stack([u0, perturbed])
-    ends = _segment_ends(float(t0), float(t_end), float(renormalize_every))
-    return _largest(_renormalized_run(pair_field, pair, ends, float(t0), dt=dt, method=method, renormalize=renormalize))
+    run = _renormalized_run(
+        pair_field, pair, t0, t_end, every=renormalize_every, dt=dt, method=method, renormalize=renormalize
+    )
+    return _largest(run)

@@ -38,14 +38,6 @@ class TokenEmbedding(nn.Module):
         self.norm = nn.LayerNorm(width, eps=ln_eps, **factory) if ln_eps is not None else None
         self.projection = nn.Linear(width, project_to, **factory) if project_to is not None else None
 
-    @property
-    def vocab_size(self) -> int:
-        return self.word.num_embeddings
-
-    @property
-    def positions(self) -> int:
-        return self.position.num_embeddings
-
     def forward(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         positions = torch.arange(ids.shape[1], device=ids.device)
         u = self.word(ids) + self.position(positions)

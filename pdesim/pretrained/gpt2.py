@@ -22,10 +22,25 @@ from torch import nn
 from ..model import MasterPDE
 from .architecture import Imported
 from .embedding import TokenEmbedding
-from .weights import Checkpoint, activation, fill, fill_attention, fill_layernorm, fill_linear, layer_config, require
+from .weights import (
+    Checkpoint,
+    EmbeddingNames,
+    LayerNames,
+    activation,
+    fill_embedding,
+    fill_layer,
+    fill_layernorm,
+    layer_config,
+    require,
+)
 
 PREFIXES = ("transformer.",)  # GPT2LMHeadModel and the other heads keep the model under "transformer."
 PROBE = "wte.weight"
+EMBEDDING = EmbeddingNames(word="wte.weight", position="wpe.weight")
+LAYER = LayerNames(
+    attention=("attn.c_attn",), attention_output="attn.c_proj", ln1="ln_1", ffn_in="mlp.c_fc", ffn_out="mlp.c_proj",
+    ln2="ln_2", conv1d=True,
+)
 
 
 def build(
@@ -42,8 +57,7 @@ def build(
     base = 1.0 / math.sqrt(dim // heads) if config.get("scale_attn_weights", True) else 1.0
 
     embedding = TokenEmbedding(vocab, positions, dim, dtype=dtype, device=device)
-    fill(embedding.word.weight, checkpoint.take("wte.weight", (vocab, dim)))
-    fill(embedding.position.weight, checkpoint.take("wpe.weight", (positions, dim)))
+    fill_embedding(embedding, checkpoint, EMBEDDING)
 
     pdes = []
     for index in range(layers):
@@ -52,21 +66,7 @@ def build(
             tokens=positions, dim=dim, heads=heads, ffn_dim=ffn, activation=act, norm="pre", ln_eps=eps,
             causal=True, dtype=dtype, device=device, temperature=scale,
         )
-        prefix = f"h.{index}"
-        pde = MasterPDE(cfg)
-        qkv_weight, qkv_bias = checkpoint.conv1d(f"{prefix}.attn.c_attn", 3 * dim, dim)
-        fill_attention(
-            pde,
-            (qkv_weight[:dim], qkv_bias[:dim]),
-            (qkv_weight[dim : 2 * dim], qkv_bias[dim : 2 * dim]),
-            (qkv_weight[2 * dim :], qkv_bias[2 * dim :]),
-            checkpoint.conv1d(f"{prefix}.attn.c_proj", dim, dim),
-        )
-        fill_layernorm(pde.ln1, checkpoint, f"{prefix}.ln_1", dim)
-        fill_linear(pde.reaction.w1, *checkpoint.conv1d(f"{prefix}.mlp.c_fc", ffn, dim))
-        fill_linear(pde.reaction.w2, *checkpoint.conv1d(f"{prefix}.mlp.c_proj", dim, ffn))
-        fill_layernorm(pde.ln2, checkpoint, f"{prefix}.ln_2", dim)
-        pdes.append(pde)
+        pdes.append(fill_layer(MasterPDE(cfg), checkpoint, f"h.{index}", LAYER))
 
     readout = nn.LayerNorm(dim, eps=eps, dtype=dtype, device=device)
     fill_layernorm(readout, checkpoint, "ln_f", dim)

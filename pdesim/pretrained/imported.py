@@ -76,11 +76,11 @@ class PretrainedModel:
 
     @property
     def vocab_size(self) -> int:
-        return self.embedding.vocab_size
+        return self.embedding.word.num_embeddings
 
     @property
     def max_positions(self) -> int:
-        return self.embedding.positions
+        return self.embedding.position.num_embeddings
 
     @property
     def dtype(self) -> torch.dtype:

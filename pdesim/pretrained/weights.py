@@ -10,6 +10,7 @@ half loaded. Tensors the import does not use (poolers, task heads, cached masks)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -119,15 +120,62 @@ def layer_config(
     )
 
 
-def fill_attention(pde: MasterPDE, query: tuple, key: tuple, value: tuple, output: tuple) -> None:
-    """The attention of ``pde`` ← (weight, bias) pairs of W_Q, W_K, W_V and W_O in nn.Linear layout.
+@dataclass(frozen=True)
+class EmbeddingNames:
+    """Where an architecture keeps its embedding tables; None where it has no such part."""
 
-    pdesim stacks Q, K, V in one (3d, d) matrix, in that order, each split into heads by
-    contiguous blocks of d/heads rows: the layout of BERT's, ALBERT's and GPT-2's projections.
+    word: str
+    position: str
+    token_type: str | None = None
+    norm: str | None = None  # a LayerNorm: ``.weight`` and ``.bias``
+    projection: str | None = None  # an nn.Linear to the hidden width (ALBERT)
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """Where one layer's tensors sit, relative to the layer's prefix: the architectures differ only in these.
+
+    ``attention`` names W_Q, W_K and W_V, or one fused (3d, d) projection (GPT-2's c_attn), which
+    pdesim's own layout matches: Q, K, V stacked in that order. ``conv1d``: every weight is stored
+    as (in, out), GPT-2's Conv1D layout, the transpose of nn.Linear's.
     """
-    fill_linear(
-        pde.attention.qkv,
-        torch.cat([query[0], key[0], value[0]]),
-        torch.cat([query[1], key[1], value[1]]),
-    )
-    fill_linear(pde.attention.out, *output)
+
+    attention: tuple[str, ...]
+    attention_output: str
+    ln1: str
+    ffn_in: str
+    ffn_out: str
+    ln2: str
+    conv1d: bool = False
+
+
+def fill_embedding(embedding: nn.Module, checkpoint: Checkpoint, names: EmbeddingNames) -> None:
+    """``embedding`` (a TokenEmbedding) ← the tables ``names``, each of the shape its module was built with."""
+    modules = {"word": embedding.word, "position": embedding.position, "token_type": embedding.token_type}
+    for part, module in modules.items():
+        if module is not None:
+            name = getattr(names, part)
+            fill(module.weight, checkpoint.take(name, tuple(module.weight.shape)))
+    if embedding.norm is not None:
+        fill_layernorm(embedding.norm, checkpoint, names.norm, embedding.norm.normalized_shape[0])
+    if embedding.projection is not None:
+        projection = embedding.projection
+        fill_linear(projection, *checkpoint.linear(names.projection, projection.out_features, projection.in_features))
+
+
+def fill_layer(pde: MasterPDE, checkpoint: Checkpoint, prefix: str, names: LayerNames) -> MasterPDE:
+    """``pde`` ← the layer at ``prefix``: attention (Q, K, V, O with biases), LN₁, the MLP (W₁, W₂), LN₂."""
+    dim, ffn = pde.cfg.dim, pde.cfg.hidden_dim
+    read = checkpoint.conv1d if names.conv1d else checkpoint.linear
+    if len(names.attention) == 1:
+        qkv = read(f"{prefix}.{names.attention[0]}", 3 * dim, dim)
+    else:
+        parts = [read(f"{prefix}.{name}", dim, dim) for name in names.attention]
+        qkv = torch.cat([weight for weight, _ in parts]), torch.cat([bias for _, bias in parts])
+    fill_linear(pde.attention.qkv, *qkv)
+    fill_linear(pde.attention.out, *read(f"{prefix}.{names.attention_output}", dim, dim))
+    fill_layernorm(pde.ln1, checkpoint, f"{prefix}.{names.ln1}", dim)
+    fill_linear(pde.reaction.w1, *read(f"{prefix}.{names.ffn_in}", ffn, dim))
+    fill_linear(pde.reaction.w2, *read(f"{prefix}.{names.ffn_out}", dim, ffn))
+    fill_layernorm(pde.ln2, checkpoint, f"{prefix}.{names.ln2}", dim)
+    return pde
