@@ -24,7 +24,7 @@ from ..transformer import POSITIONS
 from . import budget, pretrained_run, tomlio
 from .figures import compare_figures, run_figures
 from .presets import PRESETS, preset_spec
-from .rundir import RunDirError, check_out, read_metrics, read_summary, write_run
+from .rundir import RunDirError, check_out, read_metrics, read_summary, staged_directory, write_run
 from .runner import planned_arms, run, run_name
 from .spec import RunSpec
 from .stability import stability_report
@@ -146,11 +146,16 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=float, help="gradient clipping norm (default 1.0)")
     parser.add_argument("--no-clip", action="store_true", help="no gradient clipping (for explosion probes)")
     parser.add_argument("--eval-every", type=int, help="steps between validations (default 100)")
+    parser.add_argument(
+        "--log-every", type=int, help="steps between probes (layer gradients, activations, attention) (default 10)"
+    )
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: only the last)")
     parser.add_argument("--seed", type=int, help="seed of weights and batches (default 0)")
     parser.add_argument("--config", help="a config.toml with a [train] table; flags override it")
     parser.add_argument("--resume", help="a checkpoint (.safetensors) to continue from")
     parser.add_argument("--out", help="run directory (default runs/train-<task>-<time>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier pdesim run")
+    parser.add_argument("--tensorboard", action="store_true", help="also write the scalars to RUN/tensorboard")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -173,6 +178,7 @@ TRAIN_FLAGS = (
     "warmup",
     "clip",
     "eval_every",
+    "log_every",
     "checkpoint_every",
     "seed",
 )
@@ -330,7 +336,10 @@ def _run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     spec = resolve_train_spec(args)
     out = Path(args.out) if args.out else Path("runs") / f"train-{spec.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    outcome = run_training(spec, out, resume=Path(args.resume) if args.resume else None, quiet=args.quiet)
+    resume = Path(args.resume) if args.resume else None
+    outcome = run_training(
+        spec, out, resume=resume, quiet=args.quiet, overwrite=args.overwrite, tensorboard=args.tensorboard
+    )
     summary = outcome.summary
     print(
         f"pdesim train: {spec.task} ({spec.model}, norm={spec.norm}, residual={spec.residual}, "
@@ -370,37 +379,48 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def _compare_text(run_dir: str, summary: dict[str, Any], kind: str) -> str:
+    """What compare prints for one directory; a summary.json missing what it needs is a RunDirError."""
+    try:
+        if kind == "train":
+            return (
+                f"== {run_dir}: status {summary['status']}, val accuracy {_format(summary['final_val_accuracy'])}, "
+                f"max grad norm {_format(summary['max_grad_norm'])}, "
+                f"first non-finite step {_format(summary['first_nonfinite_step'])}"
+            )
+        return f"== {run_dir}: preset {summary['preset']}\n" + summary_table(summary)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
+        raise RunDirError(f"{Path(run_dir) / 'summary.json'} is damaged ({what}); it is not a complete pdesim summary") from None
+
+
 def _compare(args: argparse.Namespace) -> int:
+    """Reads and checks every directory first, then writes the figures atomically into a new --out."""
     runs = [Path(r) for r in args.runs]
     summaries = {str(r): read_summary(r) for r in runs}
     kinds = {s.get("kind", "run") for s in summaries.values()}
     if len(kinds) > 1:
         raise RunDirError("compare takes either pdesim run directories or pdesim train directories, not both")
-    out = Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    if kinds == {"train"}:
-        out.mkdir(parents=True, exist_ok=True)
-        written = compare_training_figures({str(r): read_train_rows(r) for r in runs}, out)
-        for run_dir, summary in summaries.items():
-            print(
-                f"== {run_dir}: status {summary['status']}, val accuracy {_format(summary['final_val_accuracy'])}, "
-                f"max grad norm {_format(summary['max_grad_norm'])}, "
-                f"first non-finite step {_format(summary['first_nonfinite_step'])}"
-            )
-        print(f"comparison figures: {', '.join(str(p) for p in written)}")
-        return 0
-    metrics = {str(r): read_metrics(r) for r in runs}
-    out.mkdir(parents=True, exist_ok=True)
-    written = compare_figures(metrics, out)
-    for run_dir, summary in summaries.items():
-        print(f"== {run_dir}: preset {summary['preset']}")
-        print(summary_table(summary))
+    kind = kinds.pop()
+    if kind not in ("run", "train"):
+        raise RunDirError(f"compare takes pdesim run or train directories, not kind={str(kind)[:40]!r}")
+    text = [_compare_text(run_dir, summary, kind) for run_dir, summary in summaries.items()]
+    read = read_train_rows if kind == "train" else read_metrics
+    rows = {str(r): read(r) for r in runs}
+    out = check_out(Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
+    draw = compare_training_figures if kind == "train" else compare_figures
+    with staged_directory(out) as staging:
+        written = [out / path.name for path in draw(rows, staging)]
+    print("\n".join(text))
     print(f"comparison figures: {', '.join(str(p) for p in written)}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     if pretrained_run.is_pretrained_run(args):
-        print(pretrained_run.pretrained_report(pretrained_run.resolve_pretrained_spec(args, input_required=False)))
+        pretrained = pretrained_run.resolve_pretrained_spec(args, input_required=False)
+        budget.check_device_available(pretrained.device)
+        print(pretrained_run.pretrained_report(pretrained))
         return 0
     pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)

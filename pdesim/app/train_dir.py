@@ -1,20 +1,37 @@
 """``pdesim train`` on disk: a training run directory, written atomically, and its rows read back.
 
 A training run directory mirrors ``pdesim run``'s: config.toml (a [train] table that
-``--config`` reads back), metrics.csv (one row per step), summary.json, checkpoints/
-(safetensors), figures/ and run.log, staged in a hidden directory and renamed into place.
+``--config`` reads back), metrics.csv (one row per step, the original run's rows first when
+resumed), summary.json, checkpoints/ (safetensors; last.safetensors holds the last finite state
+whatever stopped the run), figures/, run.log and, with ``tensorboard=True``, tensorboard/ (the
+scalars as TensorBoard events). Everything is checked (the output location, memory, the
+checkpoint to resume, the network) before the first step, and staged in a hidden directory that
+is renamed into place: a refused run leaves nothing behind. Ctrl-C or SIGTERM during training
+keeps the run (status ``interrupted``); during writing, the data is written whole first.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..train import TrainOutcome, TrainSpec, train
+from ..config import ConfigError
+from ..train import TrainOutcome, TrainSpec, prepare, train
 from . import tomlio
-from .rundir import RunDirError, json_safe, read_rows, staged_directory, write_rows, write_summary
+from .rundir import (
+    check_out,
+    held_interrupts,
+    json_safe,
+    read_rows,
+    staged_directory,
+    write_figures_interruptibly,
+    write_rows,
+    write_summary,
+)
+from .stopping import sigterm_as_interrupt
 from .train_figures import training_figures
 
 TRAIN_COLUMNS = (
@@ -31,37 +48,121 @@ TRAIN_COLUMNS = (
     "input_cosine",
     "input_cka",
 )
+# The columns drawn in TensorBoard (each as train/<column>).
+TENSORBOARD_COLUMNS = ("lr", "loss", "accuracy", "grad_norm", "max_activation", "attention_entropy", "val_loss",
+                       "val_accuracy", "input_cosine", "input_cka")
 
 
-def run_training(spec: TrainSpec, out: Path, *, resume: Path | None = None, quiet: bool = False) -> TrainOutcome:
-    """Trains into a staging directory and renames it to ``out`` when done (or interrupted)."""
-    if resume is not None and not Path(resume).exists():
-        raise RunDirError(f"checkpoint {resume} does not exist")
-    with staged_directory(out) as staging:
+def tensorboard_writer_class() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``; a one-line ConfigError where tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
+class _Progress:
+    """Steps done with rate and ETA (tqdm) and the latest loss; silent when quiet or stderr is not a terminal."""
+
+    def __init__(self, spec: TrainSpec, start: int, *, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=spec.steps,
+            initial=start,
+            unit="step",
+            desc=f"train {spec.task}",
+            file=sys.stderr,
+            disable=quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self._bar.update(row["step"] - self._bar.n)
+        shown = {"loss": f"{row['loss']:.4g}", "grad": f"{row['grad_norm']:.3g}"}
+        if "val_accuracy" in row:
+            shown["val_acc"] = f"{row['val_accuracy']:.3f}"
+        self._bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def run_training(
+    spec: TrainSpec,
+    out: Path,
+    *,
+    resume: Path | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    tensorboard: bool = False,
+) -> TrainOutcome:
+    """Trains into a staging directory and renames it to ``out`` when done, stopped or interrupted.
+
+    Refusals (``out`` taken, too little memory, an untrusted checkpoint, an impossible task) are
+    one-line errors raised before any directory is made.
+    """
+    check_out(out, overwrite=overwrite)
+    writer_class = tensorboard_writer_class() if tensorboard else None
+    setup = prepare(spec, Path(resume) if resume is not None else None)
+    with staged_directory(out, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
+        progress = _Progress(spec, setup.start, quiet=quiet)
+        writer = writer_class(log_dir=str(staging / "tensorboard")) if writer_class else None
+        on_step = _both(progress, _scalars_to(writer) if writer else None)
+        try:
+            with sigterm_as_interrupt():
+                outcome = train(spec, checkpoint_dir=staging / "checkpoints", on_step=on_step, setup=setup)
+        finally:
+            progress.close()
+            if writer:
+                writer.close()
+        _write(outcome, staging)
+    return outcome
 
-        def progress(row: dict[str, Any]) -> None:
-            if not quiet and ("val_accuracy" in row or row["step"] % 25 == 0):
-                extra = f" val_acc={row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
-                print(
-                    f"\rstep {row['step']:5d}/{spec.steps} loss={row['loss']:.4g} grad={row['grad_norm']:.3g}{extra}",
-                    file=sys.stderr,
-                    end="\n" if extra else "",
-                )
 
-        outcome = train(spec, checkpoint_dir=staging / "checkpoints", resume=resume, on_step=progress)
+def _write(outcome: TrainOutcome, staging: Path) -> None:
+    """The run's files: the data whole (Ctrl-C waits), then the figures (Ctrl-C keeps those drawn)."""
+    spec = outcome.spec
+    log = (
+        f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
+        f"clip {spec.clip}, diffusion at {', '.join(spec.diffusion_positions) or 'none'}\n"
+        + json.dumps(json_safe(outcome.summary))
+        + "\n"
+    )
+    with held_interrupts() as received:
         (staging / "config.toml").write_text(tomlio.dumps({"train": spec.to_table()}))
         write_rows(staging / "metrics.csv", TRAIN_COLUMNS, outcome.rows)
         write_summary(staging / "summary.json", outcome.summary)
-        (staging / "figures").mkdir()
-        if outcome.rows:
-            training_figures(outcome.rows, staging / "figures", spec.task)
-        log = (
-            f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
-            f"diffusion at {spec.diffusion_positions or 'none'}\n" + json.dumps(json_safe(outcome.summary)) + "\n"
-        )
         (staging / "run.log").write_text(log)
-    return outcome
+    if received:
+        outcome.summary["interrupted"] = True
+        (staging / "figures").mkdir()
+        (staging / "run.log").write_text(log + "interrupted while saving: the run is saved without figures\n")
+    elif not write_figures_interruptibly(
+        lambda folder: training_figures(outcome.rows, folder, spec, outcome.summary), staging, log
+    ):
+        outcome.summary["interrupted"] = True
+
+
+def _both(*callbacks: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+    chosen = [c for c in callbacks if c is not None]
+
+    def call(row: dict[str, Any]) -> None:
+        for callback in chosen:
+            callback(row)
+
+    return call
+
+
+def _scalars_to(writer: Any) -> Callable[[dict[str, Any]], None]:
+    def write(row: dict[str, Any]) -> None:
+        for column in TENSORBOARD_COLUMNS:
+            if column in row:
+                writer.add_scalar(f"train/{column}", row[column], row["step"])
+
+    return write
 
 
 def read_train_rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -1,51 +1,170 @@
 """The training curves of ``pdesim train`` (loss, gradient norm, max activation, validation accuracy),
-for one run directory or overlaid across several."""
+for one run directory or overlaid across several.
+
+Each figure is first planned (``plan_training_figures``: which series, which axis, which marks;
+plain data that tests read) and then drawn (``draw``). A curve goes on a log axis when its finite
+values are positive and span at least two decades; the first non-finite step of a run is a
+dotted vertical line in that run's colour; the validation accuracy shows the chance level (the
+largest class's share); a series of one point (a run evaluated once) is drawn as a marker; the
+title names the run's switches (task, model, norm, residual, clipping, diffusion layers).
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+from matplotlib import rcParams
+from matplotlib.figure import Figure
 
-from probes import plots
-
-Series = dict[str, tuple[torch.Tensor, torch.Tensor]]
+from ..train import TrainSpec
 
 TRAINING_CURVES = (
-    ("loss.png", "loss", "training loss", False),
-    ("grad_norm.png", "grad_norm", "global gradient norm", True),
-    ("max_activation.png", "max_activation", "max |activation|", True),
-    ("val_accuracy.png", "val_accuracy", "validation accuracy", False),
+    ("loss.png", "loss", "training loss"),
+    ("grad_norm.png", "grad_norm", "global gradient norm"),
+    ("max_activation.png", "max_activation", "max |activation|"),
+    ("val_accuracy.png", "val_accuracy", "validation accuracy"),
 )
+# A curve whose finite values are all positive and span this factor or more is drawn on a log axis.
+LOG_SPAN = 100.0
+# Columns that decide a step's finiteness (as the training loop does).
+CHECKED = ("loss", "grad_norm", "max_activation")
 
 
-def _training_curves(rows_by_name: dict[str, list[dict]], folder: Path, note: str) -> list[Path]:
-    """Each training curve with one line per named run; steps where a column is not finite are left out."""
-    written = []
-    for name, column, ylabel, logy in TRAINING_CURVES:
-        series: Series = {}
-        for run_name, rows in rows_by_name.items():
-            picked = [r for r in rows if math.isfinite(r.get(column, math.nan))]
-            if picked:
-                steps = torch.tensor([r["step"] for r in picked], dtype=torch.float64)
-                series[run_name] = (steps, torch.tensor([r[column] for r in picked], dtype=torch.float64))
-        if series:
-            positive = all(bool((v > 0).all()) for _, v in series.values())
-            written.append(
-                plots.plot_curves(
-                    folder / name, None, series, ylabel=ylabel, title=f"{ylabel} ({note})",
-                    logy=logy and positive, xlabel="training step",
-                )
+@dataclass
+class Curve:
+    """One run's finite points of one column, and where that run first went non-finite."""
+
+    steps: list[float]
+    values: list[float]
+    first_nonfinite_step: int | None = None
+
+    @property
+    def style(self) -> str:
+        """A single point is a marker; a few points are joined markers; many a line."""
+        return "o" if len(self.steps) == 1 else ("o-" if len(self.steps) <= 12 else "-")
+
+
+@dataclass
+class Plan:
+    """One figure: its file, axis label, title, curves by run, log axis and chance level."""
+
+    filename: str
+    ylabel: str
+    title: str
+    curves: dict[str, Curve]
+    logy: bool
+    chance: float | None = None
+
+
+def switches(spec: TrainSpec | dict[str, Any]) -> str:
+    """The settings that decide how training behaves, in one line."""
+    table = spec.to_table() if isinstance(spec, TrainSpec) else spec
+    clip = table.get("clip")
+    diffusion = ", ".join(table.get("diffusion_positions") or []) or "none"
+    return (
+        f"{table.get('task')}, {table.get('model')}, norm={table.get('norm')}, residual={table.get('residual')}, "
+        f"clip={'off' if clip is None else clip}, diffusion at {diffusion}"
+    )
+
+
+def first_nonfinite_step(rows: list[dict[str, Any]]) -> int | None:
+    """The first step whose loss, gradient norm or max activation is not finite, or None."""
+    for row in rows:
+        if any(not math.isfinite(_number(row.get(key))) for key in CHECKED if row.get(key) not in (None, "")):
+            return int(row["step"])
+    return None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _curve(rows: list[dict[str, Any]], column: str) -> Curve:
+    picked = [(float(r["step"]), _number(r.get(column))) for r in rows]
+    finite = [(s, v) for s, v in picked if math.isfinite(v)]
+    return Curve([s for s, _ in finite], [v for _, v in finite], first_nonfinite_step(rows))
+
+
+def _spans_decades(curves: dict[str, Curve]) -> bool:
+    values = [v for c in curves.values() for v in c.values]
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SPAN
+
+
+def plan_training_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    *,
+    subtitle: str,
+    chance: float | None = None,
+) -> list[Plan]:
+    """The figures of the rows of one or several runs (keyed by the name each is shown under)."""
+    plans = []
+    for filename, column, ylabel in TRAINING_CURVES:
+        curves = {name: _curve(rows, column) for name, rows in runs.items()}
+        curves = {name: c for name, c in curves.items() if c.steps or c.first_nonfinite_step is not None}
+        if not any(c.steps for c in curves.values()):
+            continue
+        plans.append(
+            Plan(
+                filename,
+                ylabel,
+                f"{ylabel}\n{subtitle}",
+                curves,
+                logy=_spans_decades(curves),
+                chance=chance if column == "val_accuracy" else None,
             )
-    return written
+        )
+    return plans
 
 
-def training_figures(rows: list[dict], folder: Path, title: str) -> list[Path]:
-    """The training curves of one run (loss, gradient norm, max activation, validation accuracy)."""
-    return _training_curves({title: rows}, Path(folder), title)
+def draw(plan: Plan, folder: Path) -> Path:
+    """Draws one planned figure into ``folder``; returns its path."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    colours = itertools.cycle(rcParams["axes.prop_cycle"].by_key()["color"])
+    for (name, curve), colour in zip(plan.curves.items(), colours):
+        if curve.steps:
+            ax.plot(curve.steps, curve.values, curve.style, color=colour, markersize=4, linewidth=1.5, label=name)
+        if curve.first_nonfinite_step is not None:
+            ax.axvline(
+                curve.first_nonfinite_step, color=colour, linestyle=":", linewidth=1.4,
+                label=f"{name}: first non-finite step {curve.first_nonfinite_step}",
+            )
+    if plan.chance is not None:
+        ax.axhline(plan.chance, color="grey", linestyle="--", linewidth=1.0, label=f"chance {plan.chance:.3f}")
+    if plan.logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(plan.ylabel)
+    ax.set_title(plan.title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    path = Path(folder) / plan.filename
+    fig.savefig(path, dpi=110)
+    return path
 
 
-def compare_training_figures(rows_by_run: dict[str, list[dict]], folder: Path) -> list[Path]:
+def training_figures(
+    rows: list[dict[str, Any]], folder: Path, spec: TrainSpec, summary: dict[str, Any] | None = None
+) -> list[Path]:
+    """The training curves of one run, titled by its switches, with its chance level."""
+    chance = (summary or {}).get("chance_accuracy")
+    plans = plan_training_figures({spec.task: rows}, subtitle=switches(spec), chance=chance)
+    return [draw(plan, folder) for plan in plans]
+
+
+def compare_training_figures(
+    rows_by_run: dict[str, list[dict[str, Any]]], folder: Path, summaries: dict[str, dict[str, Any]] | None = None
+) -> list[Path]:
     """Overlays the training curves of several train runs (rows keyed by run directory)."""
-    return _training_curves({Path(run).name: rows for run, rows in rows_by_run.items()}, Path(folder), "compare")
+    chances = {s.get("chance_accuracy") for s in (summaries or {}).values()}
+    chance = chances.pop() if len(chances) == 1 else None  # one line only when every run has the same
+    runs = {Path(run).name: rows for run, rows in rows_by_run.items()}
+    plans = plan_training_figures(runs, subtitle="compare: " + ", ".join(runs), chance=chance)
+    return [draw(plan, Path(folder)) for plan in plans]

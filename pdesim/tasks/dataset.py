@@ -2,8 +2,10 @@
 
 A ``TaskData`` holds ``n`` right-padded token sequences: ``ids`` (n, L) with id 0 reserved for
 padding in every task, so ``ids != pad_id`` is exactly the valid mask the classifier builds,
-``labels`` (n,), and the true ``lengths`` (n,). It splits into train/val/test, yields shuffled
-mini-batches and counts classes.
+``labels`` (n,), and the true ``lengths`` (n,). It is a ``torch.utils.data.Dataset`` of
+(ids, label) pairs that also fetches a whole batch at once (``__getitems__``): its splits are
+``random_split``, its mini-batches a ``DataLoader`` over a seeded ``RandomSampler`` in a
+``BatchSampler``, and padding is ``pad_sequence``. It counts classes too.
 
 The cache is one NumPy ``.npz`` per parameter set, named by a hash of every parameter that
 shapes the data (generator version included), written to a temporary file and renamed into
@@ -24,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, random_split
 
 PAD_ID = 0
 CACHE_ENV = "PDESIM_CACHE"
@@ -32,7 +36,7 @@ CACHE_FORMAT = 1
 
 
 @dataclass
-class TaskData:
+class TaskData(Dataset):
     """Right-padded token sequences with class labels (id ``pad_id`` = 0 only ever pads)."""
 
     ids: torch.Tensor
@@ -58,6 +62,14 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ids[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one indexing (the DataLoader's batched fetch), not one example at a time."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.ids[index], self.labels[index]
+
     @property
     def max_len(self) -> int:
         return self.ids.shape[1]
@@ -75,10 +87,10 @@ class TaskData:
         fractions = [float(f) for f in fractions]
         if not fractions or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
             raise ValueError(f"fractions {fractions} must be non-negative and sum to 1")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         bounds = np.round(np.cumsum([0.0, *fractions]) * len(self)).astype(int)
         bounds[-1] = len(self)
-        return tuple(self.subset(order[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]))
+        parts = random_split(self, np.diff(bounds).tolist(), generator=torch.Generator().manual_seed(seed))
+        return tuple(self.subset(part.indices) for part in parts)
 
     def batches(
         self, batch_size: int, *, seed: int, shuffle: bool = True, drop_last: bool = False
@@ -86,15 +98,11 @@ class TaskData:
         """One epoch of (ids (B, L), labels (B,)); every example appears exactly once (unless dropped)."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        order = (
-            torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-            if shuffle
-            else torch.arange(len(self))
+        sampler = (
+            RandomSampler(self, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(self)
         )
-        stop = len(self) - len(self) % batch_size if drop_last else len(self)
-        for start in range(0, stop, batch_size):
-            index = order[start : start + batch_size]
-            yield self.ids[index], self.labels[index]
+        batches = BatchSampler(sampler, batch_size, drop_last)
+        yield from DataLoader(self, batch_sampler=batches, collate_fn=_as_batch)
 
     def class_counts(self) -> torch.Tensor:
         """(num_classes,) number of examples per class."""
@@ -121,6 +129,11 @@ class TaskData:
         return [self.token_names[i] for i in self.ids[index, : int(self.lengths[index])].tolist()]
 
 
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate step: ``__getitems__`` already returns the batch stacked."""
+    return batch
+
+
 def pad_sequences(
     sequences: Sequence[Sequence[int]], max_len: int, pad_id: int = PAD_ID
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,10 +141,10 @@ def pad_sequences(
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     if len(sequences) and lengths.max() > max_len:
         raise ValueError(f"a sequence of length {lengths.max()} exceeds max_len={max_len}")
-    ids = np.full((len(sequences), max_len), pad_id, dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = sequence
-    return ids, lengths
+    # pad_sequence pads to the longest; one all-padding row of max_len fixes the width, then goes
+    rows = [torch.as_tensor(np.asarray(s, dtype=np.int64)) for s in sequences]
+    padded = pad_sequence([*rows, torch.zeros(max_len, dtype=torch.long)], batch_first=True, padding_value=pad_id)
+    return padded[:-1].numpy().copy(), lengths
 
 
 def default_cache_dir() -> Path:

@@ -197,7 +197,7 @@ def generate_listops(
                 break
         stalled = 0 if len(sequences) > found else stalled + 1
         if stalled >= STALL_BATCHES:
-            raise RuntimeError(
+            raise ValueError(
                 f"found only {len(sequences)} of {n} ListOps examples with lengths {min_len}..{seq_len} "
                 f"(unique={unique}, balance={balance}); widen the length range"
             )

@@ -137,7 +137,7 @@ def draw_image(
             for pixel in marks:
                 image[pixel] = ENDPOINT
             return image
-    raise RuntimeError(
+    raise ValueError(
         f"could not fit {len(lengths)} curves of lengths {lengths} into a {size}x{size} image; "
         "use shorter or fewer curves"
     )

@@ -6,12 +6,13 @@ step), ``measures`` (gradient norms, attention entropy, validation, drift), ``ch
 knows nothing of the command line or of run directories (``pdesim.app``).
 """
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import batch_stream, load_data
-from .loop import TrainOutcome, learning_rate, train
-from .spec import MODEL_FIELDS, TrainSpec, build_model
+from .loop import TrainingSetup, TrainOutcome, learning_rate, prepare, train
+from .spec import MODEL_FIELDS, TrainSpec, build_model, check_memory, estimate_memory
 
 __all__ = [
-    "MODEL_FIELDS", "TrainOutcome", "TrainSpec", "batch_stream", "build_model", "learning_rate", "load_checkpoint",
-    "load_data", "save_checkpoint", "train",
+    "MODEL_FIELDS", "TrainOutcome", "TrainSpec", "TrainingSetup", "batch_stream", "build_model", "check_memory",
+    "estimate_memory", "learning_rate", "load_checkpoint", "load_data", "prepare", "read_checkpoint",
+    "save_checkpoint", "train",
 ]

@@ -1,8 +1,9 @@
 """The data of a training run: the task's train and validation parts, and the batches of every step.
 
-Batches are drawn from a permutation seeded by (seed, epoch), not from a global random state,
-so the batch of step k is the same whether a run got there in one go or resumed from a
-checkpoint: that is what makes resuming bit-identical.
+Batches come from ``TaskData.batches`` (a ``torch.utils.data.DataLoader`` over a
+``RandomSampler`` seeded by (seed, epoch)), not from a global random state, so the batch of
+step k is the same whether a run got there in one go or resumed from a checkpoint: that is what
+makes resuming bit-identical.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def load_data(spec: TrainSpec) -> tuple[TaskData, TaskData]:
     """(train, eval) parts of the task: disjoint, generated offline and cached."""
     try:
         data = make_task(spec.task, n=spec.n_train + spec.n_eval, seq_len=spec.seq_len, seed=spec.task_seed)
-    except ValueError as err:  # a generator refusing its parameters (e.g. pathfinder's square seq_len)
+    except ValueError as err:  # a generator refusing its parameters (pathfinder's square seq_len, too few lengths)
         raise ConfigError(f"task {spec.task!r}: {err}") from None
     fraction = spec.n_train / len(data)
     train, evaluation = data.split((fraction, 1.0 - fraction), seed=spec.task_seed)

@@ -8,6 +8,7 @@ that shape the network: a checkpoint can only be resumed by a spec that agrees o
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -77,6 +78,7 @@ class TrainSpec:
     warmup: int = 50
     clip: float | None = 1.0
     eval_every: int = 100
+    log_every: int = 10
     checkpoint_every: int = 0
     seed: int = 0
 
@@ -99,6 +101,7 @@ class TrainSpec:
             ("batch", 1),
             ("warmup", 0),
             ("eval_every", 1),
+            ("log_every", 1),
             ("checkpoint_every", 0),
             ("seed", 0),
         ):
@@ -117,10 +120,11 @@ class TrainSpec:
             check_int("diffusion scale", scale, 1)
         if self.adjoint and self.model != "pde":
             raise ConfigError("adjoint=True needs model='pde': the Transformer has no solver to differentiate through")
-        if self.solver not in TRAINING_SOLVERS:
+        if not isinstance(self.solver, str) or self.solver not in TRAINING_SOLVERS:
             raise ConfigError(
                 f"solver={self.solver!r} cannot run inside training; use one of {', '.join(TRAINING_SOLVERS)}"
             )
+        self.pde_config(self.seq_len)  # the network's own checks (dim divisible by heads, ...) before any work
 
     def to_table(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +147,66 @@ class TrainSpec:
             residual=self.residual,
             seed=self.seed,
         )
+
+
+# Bytes per element of the float32 tensors training keeps for backward, and of int64 token ids.
+_FLOAT, _ID = 4, 8
+
+
+def estimate_memory(spec: TrainSpec) -> dict[str, int]:
+    """Bytes a training run needs at its peak, by part: ``data``, ``model`` and ``activations``.
+
+    A deliberately generous estimate, made before anything is allocated: the task's ids (with the
+    generator's working copies), the parameters with their gradients and AdamW moments, and what
+    one step keeps for backward — per block the token states (B·N·d, a dozen copies in attention
+    and MLP) and the attention weights (B·heads·N², three copies) — times the blocks a step runs
+    (the PDE model: every stage of every solver step), or one validation batch if that is larger.
+    """
+    tokens = spec.seq_len + (1 if spec.pooling == "cls" else 0)
+    data = (spec.n_train + spec.n_eval) * spec.seq_len * _ID * 3
+    per_block_params = 12 * spec.dim * spec.dim + 13 * spec.dim
+    blocks = 1 if spec.model == "pde" else spec.layers
+    model = (blocks * per_block_params + (spec.seq_len + 64) * spec.dim) * _FLOAT * 4
+    if spec.model == "pde":
+        stages = 13 if spec.solver in solvers.TORCHDIFFEQ_METHODS else 4
+        evaluations = 1 if spec.adjoint else max(1, round(spec.layers / spec.solver_dt)) * stages
+    else:
+        evaluations = spec.layers
+    per_example = (12 * tokens * spec.dim + 3 * spec.heads * tokens * tokens) * _FLOAT
+    activations = max(evaluations * spec.batch, 2 * min(256, spec.n_eval)) * per_example
+    return {"data": data, "model": model, "activations": activations}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine has free now (MemAvailable), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(spec: TrainSpec, available: int | None = None) -> None:
+    """Refuses, in one line with the estimate, a run that cannot fit in the memory available."""
+    available = available_memory() if available is None else available
+    parts = estimate_memory(spec)
+    needed = sum(parts.values())
+    if available is not None and needed > available:
+        detail = ", ".join(f"{name} {_gib(size)}" for name, size in parts.items())
+        raise ConfigError(
+            f"this training run needs about {_gib(needed)} ({detail}), more than the {_gib(available)} "
+            "available; lower --seq-len, --batch, --dim, --layers or --n-train"
+        )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.3g} GiB"
 
 
 def _list(name: str, value: Any) -> list[Any]:
