@@ -181,6 +181,7 @@ class MasterPDE(nn.Module):
         # device, rounded to the target dtype.
         self.to(device=cfg.device, dtype=cfg.torch_dtype)
         self._valid: torch.Tensor | None = None
+        self._has_grid = cfg.has_diffusion  # states must then have cfg.tokens tokens (read by check_state)
         self._fields = self._build_fields()
 
     # -- construction --------------------------------------------------------------------------
@@ -291,8 +292,29 @@ class MasterPDE(nn.Module):
         return self.branch("stabilizer", u, self._valid)
 
     # -- the field -------------------------------------------------------------------------------
+    def check_state(self, u: Any) -> None:
+        """A ConfigError (one line) unless u is a (B, N, d) tensor in the module's dtype, on its device.
+
+        N must be ``cfg.tokens`` when the field has a token grid (diffusion) and the padding mask's
+        length when one is set. Only attributes are read: cheap enough for every call of ``forward``.
+        """
+        if not isinstance(u, torch.Tensor):
+            raise ConfigError(f"the state must be a torch.Tensor of shape (batch, tokens, dim), not {type(u).__name__}")
+        cfg, reference = self.cfg, self.ln1.weight
+        if u.ndim != 3 or u.shape[-1] != cfg.dim:
+            raise ConfigError(f"the state has shape {tuple(u.shape)}; MasterPDE takes (batch, tokens, dim={cfg.dim})")
+        if self._valid is not None and tuple(u.shape[:2]) != tuple(self._valid.shape):
+            raise ConfigError(f"the state has shape {tuple(u.shape)}; the padding mask has {tuple(self._valid.shape)}")
+        if self._has_grid and u.shape[1] != cfg.tokens:
+            raise ConfigError(f"the state has {u.shape[1]} tokens but the diffusion grid has tokens={cfg.tokens}")
+        if u.dtype != reference.dtype:
+            raise ConfigError(f"the state is {u.dtype} but the module is {reference.dtype}; convert one to the other")
+        if u.device != reference.device:
+            raise ConfigError(f"the state is on {u.device} but the module is on {reference.device}; use u.to(...)")
+
     def forward(self, t: float | torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """du/dt at state u of shape (B, N, d); t is accepted for the solver and not used (autonomous)."""
+        self.check_state(u)
         velocity = None
         for field in self._fields.values():
             term = field(t, u)
@@ -411,7 +433,8 @@ class MasterPDE(nn.Module):
             u = u + sinusoidal_positions(cfg.tokens, cfg.dim)
         if cfg.norm == "tangent":
             u = layernorm_manifold(u)
-        u = u.to(device=cfg.device, dtype=cfg.torch_dtype)
+        reference = self.ln1.weight  # the module's dtype and device, also after .double() or .to(...)
+        u = u.to(device=reference.device, dtype=reference.dtype)
         if cfg.norm == "post":
             with torch.no_grad():
                 u = self._project(u)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,19 @@ import solvers
 
 from ..config import DTYPES, NORMS, ConfigError, check_bool, check_choice, check_int, check_positive
 from ..pretrained import PretrainedModel, load_pretrained
-from . import tomlio
+from . import budget, tomlio
 from .arms import MAIN, STANDARD, Arm, ArmResult
 from .figures import run_figures
-from .rundir import CSV_COLUMNS, staged_directory, write_rows, write_summary
+from .rundir import (
+    CSV_COLUMNS,
+    Written,
+    check_out,
+    held_interrupts,
+    staged_directory,
+    write_figures_interruptibly,
+    write_rows,
+    write_summary,
+)
 from .runner import RunOutcome
 from .stability import jacobian_spectral_radius
 from .summary import summarize_arm
@@ -271,23 +281,25 @@ def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, t
     return RunOutcome(spec, results, summary, rows), pm, ids  # type: ignore[arg-type]
 
 
-def write_pretrained_run(outcome: RunOutcome, out: Path, *, log_text: str) -> Path:
-    """The run directory, written atomically (see the module docstring)."""
-    with staged_directory(out) as staging:
-        (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
-        write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
-        write_summary(staging / "summary.json", outcome.summary)
-        arrays = {}
-        for index, result in enumerate(outcome.results):
-            arrays[f"arm{index}__pde_t"] = result.solution.t.numpy()
-            arrays[f"arm{index}__pde_u"] = result.solution.u.detach().cpu().float().numpy()
-            arrays[f"arm{index}__transformer_t"] = result.layer_times.numpy()
-            arrays[f"arm{index}__transformer_u"] = result.layer_states.detach().cpu().float().numpy()
-        np.savez_compressed(staging / "states.npz", **arrays)
-        (staging / "figures").mkdir()
-        run_figures(outcome, staging / "figures")
-        (staging / "run.log").write_text(log_text)
-    return Path(out)
+def write_pretrained_run(outcome: RunOutcome, out: Path, *, log_text: str, overwrite: bool = False) -> Written:
+    """The run directory, written atomically: the data first (not interruptible), then the figures."""
+    with staged_directory(out, overwrite=overwrite) as staging:
+        with held_interrupts() as received:
+            (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
+            write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
+            write_summary(staging / "summary.json", outcome.summary)
+            arrays = {}
+            for index, result in enumerate(outcome.results):
+                arrays[f"arm{index}__pde_t"] = result.solution.t.numpy()
+                arrays[f"arm{index}__pde_u"] = result.solution.u.detach().cpu().float().numpy()
+                arrays[f"arm{index}__transformer_t"] = result.layer_times.numpy()
+                arrays[f"arm{index}__transformer_u"] = result.layer_states.detach().cpu().float().numpy()
+            np.savez_compressed(staging / "states.npz", **arrays)
+            (staging / "run.log").write_text(log_text)
+        complete = not received and write_figures_interruptibly(
+            lambda folder: run_figures(outcome, folder), staging, log_text
+        )
+    return Written(Path(out), complete)
 
 
 def describe_input(pm: PretrainedModel, ids: torch.Tensor) -> str:
@@ -341,6 +353,8 @@ def pretrained_report(spec: PretrainedSpec) -> str:
 def run_command(args: argparse.Namespace, default_out: Path, table: Any) -> int:
     """``pdesim run --pretrained``: runs, prints the summary table and writes the run directory."""
     spec = resolve_pretrained_spec(args)
+    budget.check_device_available(spec.device)
+    out = check_out(Path(args.out) if args.out else default_out, overwrite=args.overwrite)  # before any work
     outcome, pm, ids = run_pretrained(spec)
     log = io.StringIO()
     print(f"pdesim run --pretrained: {outcome.summary['description']}", file=log)
@@ -355,7 +369,9 @@ def run_command(args: argparse.Namespace, default_out: Path, table: Any) -> int:
             print(f"{label}: relative gap between the h = 1 network and the PDE at T = {pm.depth}: {gap:.4g}", file=log)
         if arm["status"] != "success":
             print(f"{label}: {arm['status']}: {arm['message']}", file=log)
-    out = Path(args.out) if args.out else default_out
-    written = write_pretrained_run(outcome, out, log_text=log.getvalue())
-    print(log.getvalue() + f"run directory: {written}")
+    written = write_pretrained_run(outcome, out, log_text=log.getvalue(), overwrite=args.overwrite)
+    print(log.getvalue() + f"run directory: {written.path}")
+    if not written.figures_complete:
+        print("interrupted while saving: the run's data is saved, its figures are incomplete", file=sys.stderr)
+        return 130
     return 0

@@ -8,7 +8,11 @@
     RUN/run.log        what the run printed
 
 Everything is written into a hidden sibling directory first and renamed into place at the
-end, so a crash or Ctrl-C never leaves a half-written run under the final name.
+end, so a crash or Ctrl-C never leaves a half-written run under the final name. The data files
+are written first with Ctrl-C and SIGTERM held back until they are complete; a stop while the
+figures are drawn keeps the run with the figures drawn so far. A staging directory is named
+``.<out>.pdesim-staging-<pid>-<random>``: one left behind by a process that no longer exists
+(SIGKILL) is removed by the next run written beside it. Directories get the user's umask.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +107,50 @@ def check_out(out: Path, *, overwrite: bool = False) -> Path:
     return out
 
 
+# A staging directory's name: ``.<out name>.pdesim-staging-<pid>-<random>``; nothing else matches it.
+STAGING_INFIX = ".pdesim-staging-"
+_STAGING_NAME = re.compile(r"^\..*\.pdesim-staging-(\d+)-[A-Za-z0-9_]+$")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or an absurd number): leave it alone
+        return True
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Removes the staging directories in ``parent`` left by pdesim processes that no longer exist."""
+    removed = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING_NAME.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not _process_exists(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_staging(out: Path) -> Path:
+    """A new hidden staging directory beside ``out`` (created with the user's umask, not 0700)."""
+    remove_stale_staging(out.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{STAGING_INFIX}{os.getpid()}-", dir=out.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
 @contextmanager
 def staged_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yields a hidden sibling of ``out`` to write into; renames it to ``out`` only if the block succeeds.
@@ -107,7 +159,7 @@ def staged_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """
     out = check_out(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = make_staging(out)
     try:
         yield staging
         check_out(out, overwrite=overwrite)
@@ -136,38 +188,104 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     path.write_text(json.dumps(json_safe(marked), indent=2) + "\n")
 
 
+@contextmanager
+def held_interrupts() -> Iterator[list[int]]:
+    """Within the block, Ctrl-C and SIGTERM wait: the signals received are listed in what it yields."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set in the main thread only
+        yield received
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Written:
+    """Where a run directory was written, and whether every figure was drawn (False: stopped while drawing)."""
+
+    path: Path
+    figures_complete: bool = True
+
+
+def write_figures_interruptibly(draw: Callable[[Path], Any], staging: Path, log_text: str) -> bool:
+    """Draws the figures into ``staging/figures``; a stop while drawing keeps those drawn (returns False)."""
+    (staging / "figures").mkdir()
+    try:
+        draw(staging / "figures")
+    except KeyboardInterrupt:
+        note = "interrupted while drawing the figures: the run is saved with the figures drawn so far\n"
+        (staging / "run.log").write_text(log_text + note)
+        return False
+    return True
+
+
 def write_run(
-    outcome: RunOutcome, out: Path, *, log_text: str, figures: Callable[[RunOutcome, Path], list[Path]]
-) -> Path:
-    """Writes the whole run directory atomically; returns its path."""
-    with staged_directory(out) as staging:
-        (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
-        write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
-        write_summary(staging / "summary.json", outcome.summary)
-        arrays: dict[str, np.ndarray] = {}
-        for result in outcome.results:
-            arrays[_array_key(result.arm.label, "pde_t")] = result.solution.t.numpy()
-            arrays[_array_key(result.arm.label, "pde_u")] = result.solution.u.detach().cpu().float().numpy()
-            if result.layer_states is not None:
-                arrays[_array_key(result.arm.label, "transformer_t")] = result.layer_times.numpy()
-                arrays[_array_key(result.arm.label, "transformer_u")] = result.layer_states.cpu().float().numpy()
-        np.savez_compressed(staging / "states.npz", **arrays)
-        (staging / "figures").mkdir()
-        figures(outcome, staging / "figures")
-        (staging / "run.log").write_text(log_text)
-    return Path(out)
+    outcome: RunOutcome,
+    out: Path,
+    *,
+    log_text: str,
+    figures: Callable[[RunOutcome, Path], list[Path]],
+    overwrite: bool = False,
+) -> Written:
+    """Writes the whole run directory atomically: the data first (not interruptible), then the figures."""
+    with staged_directory(out, overwrite=overwrite) as staging:
+        with held_interrupts() as received:
+            (staging / "config.toml").write_text(tomlio.dumps(outcome.spec.to_tables()))
+            write_rows(staging / "metrics.csv", CSV_COLUMNS, outcome.rows)
+            write_summary(staging / "summary.json", outcome.summary)
+            arrays: dict[str, np.ndarray] = {}
+            for result in outcome.results:
+                arrays[_array_key(result.arm.label, "pde_t")] = result.solution.t.numpy()
+                arrays[_array_key(result.arm.label, "pde_u")] = result.solution.u.detach().cpu().float().numpy()
+                if result.layer_states is not None:
+                    arrays[_array_key(result.arm.label, "transformer_t")] = result.layer_times.numpy()
+                    arrays[_array_key(result.arm.label, "transformer_u")] = result.layer_states.cpu().float().numpy()
+            np.savez_compressed(staging / "states.npz", **arrays)
+            (staging / "run.log").write_text(log_text)
+        if received:  # stopped while the data was written: keep it, skip the figures
+            (staging / "run.log").write_text(log_text + "interrupted while saving: the run is saved without figures\n")
+            complete = False
+        else:
+            complete = write_figures_interruptibly(lambda folder: figures(outcome, folder), staging, log_text)
+    return Written(Path(out), complete)
 
 
 def read_rows(run_dir: Path, numeric: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of RUN/metrics.csv with the ``numeric`` columns parsed (an empty cell is nan)."""
+    """The rows of RUN/metrics.csv with the ``numeric`` columns parsed (an empty cell is nan).
+
+    A missing, unreadable or damaged file (no header, a missing column, a cell that is not a
+    number) is a one-line RunDirError naming it.
+    """
     path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
+    if not path.is_file():
         raise RunDirError(f"{run_dir} is not a pdesim run directory (no metrics.csv)")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise RunDirError(f"{path} cannot be read: {type(err).__name__}") from None
+    if not header:
+        raise RunDirError(f"{path} is empty or damaged (no header row)")
+    missing = [key for key in numeric if key not in header]
+    if missing:
+        raise RunDirError(f"{path} is damaged: it has no {missing[0]!r} column")
+    for number, row in enumerate(rows, start=2):
+        if None in row or any(value is None for value in row.values()):
+            raise RunDirError(f"{path} is damaged: line {number} has {'more' if None in row else 'fewer'} cells "
+                              "than the header")
         for key in numeric:
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+            try:
+                row[key] = float(row[key]) if row[key] != "" else math.nan
+            except ValueError:
+                value = row[key][:40]
+                raise RunDirError(f"{path} is damaged: line {number} has {key}={value!r}, not a number") from None
     return rows
 
 
@@ -177,7 +295,18 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """RUN/summary.json as a dict; a missing, unreadable or damaged file is a one-line RunDirError."""
     path = Path(run_dir) / "summary.json"
-    if not path.exists():
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"{run_dir} is not a directory")
+    if not path.is_file():
         raise RunDirError(f"{run_dir} is not a pdesim run directory (no summary.json)")
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} cannot be read: {err.__class__.__name__}") from None
+    except ValueError as err:
+        raise RunDirError(f"{path} is damaged (not JSON: {str(err).splitlines()[0]})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path} is damaged (not a JSON object)")
+    return summary

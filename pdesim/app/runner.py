@@ -14,7 +14,7 @@ from typing import Any
 
 import solvers
 
-from .arms import ArmResult, default_arms, run_arm
+from .arms import Arm, ArmResult, default_arms, describe, is_standard, run_arm
 from .presets import check_preset
 from .spec import RunSpec
 from .summary import summarize_arm
@@ -29,10 +29,32 @@ class RunOutcome:
     interrupted: bool = False
 
 
+def planned_arms(spec: RunSpec) -> list[Arm]:
+    """The arms a run of ``spec`` integrates; a spec its preset cannot use is a ConfigError."""
+    preset = check_preset(spec)
+    return preset.arms(spec) if preset.arms else default_arms(spec)
+
+
+def run_name(spec: RunSpec) -> str:
+    """What a run is called (its default directory's prefix): its preset, or the switches of a default run."""
+    if spec.preset == "standard" and not is_standard(spec.pde):
+        return "".join(c if c.isalnum() else "-" for c in describe(spec.pde)).replace("--", "-").strip("-")
+    return spec.preset
+
+
+def run_description(spec: RunSpec) -> str:
+    """One line on what a run integrates: its preset's description, or the switched configuration it asked for."""
+    preset = check_preset(spec)
+    if spec.preset == "standard" and not is_standard(spec.pde):
+        beside = " beside the standard run (pre-LN with residual connections)" if spec.baseline else ""
+        return f"{describe(spec.pde)}: the configuration asked for{beside}"
+    return preset.description
+
+
 def run(spec: RunSpec, *, progress: bool = False) -> RunOutcome:
     """Runs every arm of the spec and summarizes; a spec its preset cannot use is a ConfigError first."""
     preset = check_preset(spec)
-    arms = preset.arms(spec) if preset.arms else default_arms(spec)
+    arms = planned_arms(spec)
     results: list[ArmResult] = []
     interrupted = False
     start = time.perf_counter()
@@ -54,7 +76,7 @@ def run(spec: RunSpec, *, progress: bool = False) -> RunOutcome:
         rows.extend(arm_rows)
     summary: dict[str, Any] = {
         "preset": spec.preset,
-        "description": preset.description,
+        "description": run_description(spec),
         "interrupted": interrupted,
         "wall_time": time.perf_counter() - start,
         "arms": arm_summaries,

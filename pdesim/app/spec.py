@@ -56,6 +56,11 @@ class RunSpec:
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive(name, getattr(self, name)))
+                if self.solver in solvers.FIXED_METHODS:
+                    raise ConfigError(
+                        f"{name}={getattr(self, name):g} is a tolerance of adaptive solvers; the fixed-step solver "
+                        f"{self.solver!r} has none (give dt, or an adaptive solver such as dopri5)"
+                    )
         check_bool("baseline", self.baseline)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
@@ -64,13 +69,22 @@ class RunSpec:
 
     @classmethod
     def from_tables(cls, tables: dict[str, Any]) -> RunSpec:
+        """The spec of a config file's [run] and [pde] tables, every value checked like the flags."""
         unknown = sorted(set(tables) - {"run", "pde"})
         if unknown:
             raise ConfigError(f"unknown table [{unknown[0]}] in the config; expected [run] and [pde]")
+        for name in ("run", "pde"):
+            if not isinstance(tables.get(name, {}), dict):
+                raise ConfigError(f"{name} = {tables[name]!r} in the config must be a table [{name}] of settings")
         run = dict(tables.get("run", {}))
         names = {f.name for f in fields(cls)} - {"pde"}
         bad = sorted(set(run) - names)
         if bad:
             raise ConfigError(f"unknown key {bad[0]!r} in [run]; expected one of {', '.join(sorted(names))}")
-        return cls(pde=PDEConfig.from_dict(dict(tables.get("pde", {}))), **run)
+        solver = check_choice("solver", run.get("solver", cls.solver), solvers.METHODS)
+        if run.get("dt") is not None and solver not in solvers.FIXED_METHODS:
+            raise ConfigError(f"[run] dt={run['dt']!r} applies to fixed-step solvers; {solver!r} is adaptive "
+                              "(it picks its own steps: give rtol/atol)")
+        pde = cls().pde.replace(**tables.get("pde", {}))  # a partial [pde] table changes the run's defaults
+        return cls(pde=pde, **run)
 
