@@ -86,7 +86,8 @@ def train_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"task {task}")
         ax.set_ylabel("final validation accuracy")
         ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
     _title(fig, f"{plan.out.name}: final validation accuracy over {_what_was_swept(plan)}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
