@@ -128,7 +128,7 @@ def run_estimate(spec: RunSpec, arms: int) -> Estimate:
         {
             "saved states": "--saves, --layers, --batch, --tokens, --dim",
             "attention scores": "--tokens, --batch, --heads",
-            "metric Gram matrices": "--tokens, --saves, --batch",
+            "metric Gram matrices": "--tokens, --saves, --layers, --batch",
             "solver stages": "--tokens, --dim, --batch",
         },
     )
