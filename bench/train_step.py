@@ -47,7 +47,7 @@ def hand_loop(spec: TrainSpec, ids: torch.Tensor, labels: torch.Tensor, model: n
         nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
         optimizer.step()
         scheduler.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def main() -> None:

@@ -257,3 +257,42 @@ def test_batches_cover_every_example_exactly_once_per_epoch(listops_2000):
     ordered = torch.cat([batch for batch, _ in data.batches(10, seed=0, shuffle=False)])
     assert torch.equal(same, ids) and not torch.equal(other, ids) and torch.equal(ordered, data.ids)
     assert [len(labels) for _, labels in data.batches(10, seed=0, drop_last=True)] == [10] * 10
+
+
+def test_batches_and_splits_are_torch_data_pipelines_in_the_order_of_a_seeded_permutation(listops_2000):
+    data = listops_2000.subset(range(103))
+    assert isinstance(data, torch.utils.data.Dataset) and len(data) == 103
+    ids, label = data[5]
+    assert torch.equal(ids, data.ids[5]) and int(label) == int(data.labels[5])
+    order = torch.randperm(103, generator=torch.Generator().manual_seed(7))
+    batches = list(data.batches(10, seed=7))
+    assert torch.equal(torch.cat([b for b, _ in batches]), data.ids[order])  # the order resumes rely on
+    loader = torch.utils.data.DataLoader(data, batch_size=10, shuffle=False)
+    first_ids, first_labels = next(iter(loader))  # an ordinary DataLoader reads it too
+    assert torch.equal(first_ids, data.ids[:10]) and torch.equal(first_labels, data.labels[:10])
+    parts = data.split((0.5, 0.5), seed=3)
+    permutation = torch.randperm(103, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(parts[0].ids, data.ids[permutation[:52]]) and len(parts[1]) == 51
+
+
+def test_padding_right_pads_to_the_requested_length_with_the_pad_id():
+    from pdesim.tasks.dataset import pad_sequences
+
+    ids, lengths = pad_sequences([[3, 4, 5], [7], []], 5, pad_id=0)
+    assert ids.tolist() == [[3, 4, 5, 0, 0], [7, 0, 0, 0, 0], [0, 0, 0, 0, 0]] and lengths.tolist() == [3, 1, 0]
+    with pytest.raises(ValueError, match="exceeds max_len=2"):
+        pad_sequences([[1, 2, 3]], 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "seq_len", "says"),
+    [
+        ("pathfinder", 2, "must be the square of an image side >= 6"),
+        ("pathfinder", 30, "must be the square of an image side >= 6"),
+        ("recall", 3, "hold no whole number of pairs"),
+        ("listops", 2, "widen the length range"),
+    ],
+)
+def test_an_impossible_length_is_a_value_error_naming_it(name, seq_len, says):
+    with pytest.raises(ValueError, match=says):
+        tasks.make_task(name, n=40, seq_len=seq_len, seed=0, use_cache=False)

@@ -3,7 +3,7 @@
 A ``TaskData`` holds ``n`` right-padded token sequences: ``ids`` (n, L) with id 0 reserved for
 padding in every task, so ``ids != pad_id`` is exactly the valid mask the classifier builds,
 ``labels`` (n,), and the true ``lengths`` (n,). It is a ``torch.utils.data.Dataset`` of
-(ids, label) pairs that also fetches a whole batch at once (``__getitems__``): its splits are
+(ids, label) pairs that also fetches a whole batch at once (given a list of indices): its splits are
 ``random_split``, its mini-batches a ``DataLoader`` over a seeded ``RandomSampler`` in a
 ``BatchSampler``, and padding is ``pad_sequence``. It counts classes too.
 
@@ -62,12 +62,10 @@ class TaskData(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ids[index], self.labels[index]
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch in one indexing (the DataLoader's batched fetch), not one example at a time."""
-        index = torch.as_tensor(indices, dtype=torch.long)
+    def __getitem__(self, index: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example ``index`` (ids (L,), label), or, given a list of indices, that batch in one indexing."""
+        if not isinstance(index, int):
+            index = torch.as_tensor(index, dtype=torch.long)
         return self.ids[index], self.labels[index]
 
     @property
@@ -101,8 +99,9 @@ class TaskData(Dataset):
         sampler = (
             RandomSampler(self, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(self)
         )
+        # the BatchSampler's index lists go to __getitem__ whole (batch_size=None): one gather per batch
         batches = BatchSampler(sampler, batch_size, drop_last)
-        yield from DataLoader(self, batch_sampler=batches, collate_fn=_as_batch)
+        yield from DataLoader(self, sampler=batches, batch_size=None, collate_fn=_as_batch)
 
     def class_counts(self) -> torch.Tensor:
         """(num_classes,) number of examples per class."""
@@ -130,7 +129,7 @@ class TaskData(Dataset):
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DataLoader's collate step: ``__getitems__`` already returns the batch stacked."""
+    """The DataLoader's collate step: ``__getitem__`` of an index list already returns the batch stacked."""
     return batch
 
 

@@ -196,8 +196,9 @@ def _update(
 
 
 def _read_back(pending: list[dict[str, Any]]) -> None:
-    """Turns the pending rows' device scalars into floats with one transfer."""
-    tensors = [(row, key) for row in pending for key in (*STEP_SCALARS, *LOG_SCALARS, "layer_grad_norms") if key in row]
+    """Turns the pending rows' device scalars into floats with one transfer (values already read stay as they are)."""
+    columns = (*STEP_SCALARS, *LOG_SCALARS, "layer_grad_norms")
+    tensors = [(row, key) for row in pending for key in columns if isinstance(row.get(key), torch.Tensor)]
     if not tensors:
         return
     flat = torch.cat([row[key].detach().reshape(-1) for row, key in tensors]).cpu().tolist()
