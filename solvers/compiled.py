@@ -1,0 +1,128 @@
+"""``solve(..., compile=True)``: the fixed-grid step (stepper and field together) under torch.compile.
+
+What it covers: every fixed-step method (explicit Runge–Kutta, splitting, IMEX / exponential).
+One step, ``stepper.step(field, t, u, h)`` followed by the projection, is one compiled function,
+so the field's operations and the stage arithmetic fuse into the same kernels. The driver around
+it (the blow-up guard, events, callbacks, budgets, Ctrl-C) stays eager and unchanged, so a
+compiled run stops by the same rule as an eager one. Not covered, and run eager with a warning:
+adaptive and scipy methods (their loops live in torchdiffeq and scipy), and ``adjoint=True``
+under autograd (checkpoint recomputation is not combined with compiled graphs).
+
+The step time t and size h enter the compiled step as 0-d float64 tensors, so the field sees a
+tensor t (``float(t)`` works, with a graph break): one graph serves every step, where Python
+floats would recompile as t changes (and torch 2.13's symbolic floats gave wrong states for a
+field using t). Compile time is paid up front and reported: ``prepare`` makes two warm-up steps
+from u0 (their results are discarded) and reports their wall time as ``stats["compile_time"]``.
+torch keeps the compiled code for the process: a later solve with the same kind of field,
+method, shape, dtype and grad mode reuses it and reports only the time of two cached steps.
+
+Where compilation is unavailable (no C compiler for inductor, an unsupported Python, any backend
+error on the first call), the warm-up catches the error, warns with one line
+(``CompileUnavailableWarning``) and the run goes on eager; the failure is remembered for the
+process, so later solves warn without retrying.
+
+An eager step is taken from u0 first (discarded): it is the field's first-call check (shape,
+dtype, device, one line on a mismatch) and counts the evaluations one step makes, which the
+compiled step then adds to ``nfe`` per step.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+BACKEND: Any = "inductor"  # what torch.compile lowers to (tests swap in a failing backend)
+
+_compiled_step: Callable[..., torch.Tensor] | None = None
+_unavailable: dict[str, str] = {}  # backend name → why compiling failed in this process
+
+Advance = Callable[[float, torch.Tensor, float], torch.Tensor]
+
+
+class CompileUnavailableWarning(RuntimeWarning):
+    """compile=True could not compile here; the run went on eager."""
+
+
+def _step(stepper: Any, field: Any, project: Callable | None, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
+    u = stepper.step(field, t, u, h)
+    return u if project is None else project(u)
+
+
+def _compiled() -> Callable[..., torch.Tensor]:
+    """One compiled step function for the process (torch caches its graphs per input signature)."""
+    global _compiled_step
+    if _compiled_step is None or getattr(_compiled_step, "_backend", None) is not BACKEND:
+        _compiled_step = torch.compile(_step, backend=BACKEND)
+        _compiled_step._backend = BACKEND  # type: ignore[attr-defined]
+    return _compiled_step
+
+
+def not_covered(reason: str) -> None:
+    """Warns (one line) that compile=True does not apply to this solve, which runs eager."""
+    warnings.warn(f"compile=True {reason}: running eager", CompileUnavailableWarning, stacklevel=3)
+
+
+def _scalar(x: float) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def _one_line(error: BaseException) -> str:
+    """``Outer: Root: first line of the root cause`` (a backend's own error is wrapped by dynamo)."""
+    root, seen = error, {id(error)}
+    while True:
+        inner = getattr(root, "inner_exception", None) or root.__cause__
+        if inner is None or id(inner) in seen:
+            break
+        root = inner
+        seen.add(id(root))
+    lines = str(root).strip().splitlines()
+    what = f"{type(root).__name__}: {lines[0][:160]}" if lines else type(root).__name__
+    return what if root is error else f"{type(error).__name__}: {what}"
+
+
+def prepare(
+    stepper: Any,
+    field: Any,
+    counted_stepper: Any,
+    counted_field: Any,
+    project: Callable[[torch.Tensor], torch.Tensor] | None,
+    record: Any,
+    u0: torch.Tensor,
+    t0: float,
+    h: float,
+) -> tuple[Advance | None, dict[str, Any]]:
+    """The compiled step as ``advance(t, u, h)`` (counting its evaluations into ``record``) and the
+    stats to report, or (None, stats) when compiling is unavailable (after one warning line).
+
+    ``stepper``/``field`` are the uncounted pair that is compiled; ``counted_stepper`` and
+    ``counted_field`` make the eager first step that checks the field and counts a step's calls.
+    """
+    nfe_before = record.nfe
+    with torch.no_grad():
+        counted_stepper.step(counted_field, t0, u0, h)  # the first-call check, and a step's count
+    per_step = record.nfe - nfe_before
+    record.nfe = nfe_before
+    backend = str(BACKEND)
+    if backend in _unavailable:
+        not_covered(f"is unavailable here ({_unavailable[backend]})")
+        return None, {"compiled": False, "compile_time": None}
+    start = time.perf_counter()
+    try:
+        step = _compiled()
+        step(stepper, field, project, _scalar(t0), u0, _scalar(h))
+        step(stepper, field, project, _scalar(t0 + h), u0, _scalar(0.5 * h))
+    except Exception as error:  # the same step just ran eager: what failed is the compilation
+        _unavailable[backend] = _one_line(error)
+        not_covered(f"is unavailable here ({_unavailable[backend]})")
+        return None, {"compiled": False, "compile_time": None}
+    compile_time = time.perf_counter() - start
+
+    def advance(t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
+        record.nfe += per_step
+        return step(stepper, field, project, _scalar(t), u, _scalar(dt))
+
+    return advance, {"compiled": True, "compile_time": compile_time}

@@ -1,0 +1,92 @@
+"""``solve(..., compile=True)``: the compiled fixed step gives the eager states to round-off, reports
+its compile time, and falls back to eager with one warning line where compiling fails.
+
+Compiling with inductor on CPU takes seconds, so one tiny system (1, 8) is compiled once.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import solvers
+from solvers import compiled
+
+
+def _field():
+    weights = torch.linspace(-1.0, 1.0, 64, dtype=torch.float64).reshape(8, 8).sin() * 0.5
+
+    def f(t, u):
+        return torch.tanh(u @ weights) * (1 + t) - 0.1 * u
+
+    return f
+
+
+def _u0() -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).reshape(1, 8)
+
+
+def test_compiled_rk4_gives_the_eager_states_to_round_off_and_pays_compile_time_once():
+    f, u0 = _field(), _u0()
+    settings = dict(method="rk4", dt=0.01, t_eval=[0.0, 0.33, 1.0])
+    with torch.no_grad():
+        eager = solvers.solve(f, u0, (0.0, 1.0), **settings)
+        first = solvers.solve(f, u0, (0.0, 1.0), compile=True, **settings)
+        again = solvers.solve(f, u0, (0.0, 2.0), method="rk4", dt=0.01, compile=True)
+        eager_again = solvers.solve(f, u0, (0.0, 2.0), method="rk4", dt=0.01)
+    torch.testing.assert_close(first.u, eager.u, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(again.u, eager_again.u, rtol=1e-12, atol=1e-14)
+    assert first.t.tolist() == eager.t.tolist() == [0.0, 0.33, 1.0]
+    assert first.stats["nfe"] == eager.stats["nfe"] == 4 * 100  # rk4: 4 per step, the probe step not counted
+    assert first.stats["compiled"] is True and again.stats["compiled"] is True
+    # the first solve compiled; the second (same field kind, shape, dtype) reused the compiled step
+    assert first.stats["compile_time"] > 0.05
+    assert again.stats["compile_time"] < first.stats["compile_time"] / 10
+    assert "compile_time" not in eager.stats
+
+
+def test_a_failing_compile_backend_falls_back_to_eager_with_one_warning_line(monkeypatch):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no working C compiler found\n(details on further lines)")
+
+    monkeypatch.setattr(compiled, "BACKEND", broken_backend)
+    monkeypatch.setattr(compiled, "_unavailable", {})
+    f, u0 = _field(), _u0()
+    with torch.no_grad():
+        eager = solvers.solve(f, u0, (0.0, 1.0), method="heun", dt=0.1)
+        with pytest.warns(compiled.CompileUnavailableWarning) as caught:
+            fallback = solvers.solve(f, u0, (0.0, 1.0), method="heun", dt=0.1, compile=True)
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert "\n" not in message
+        assert message.startswith("compile=True is unavailable here (") and "no working C compiler" in message
+        assert message.endswith(": running eager")
+        # the failure is remembered: a second solve warns again without trying to compile
+        with pytest.warns(compiled.CompileUnavailableWarning, match="no working C compiler"):
+            solvers.solve(f, u0, (0.0, 1.0), method="heun", dt=0.1, compile=True)
+    assert torch.equal(fallback.u, eager.u)
+    assert fallback.stats["nfe"] == eager.stats["nfe"] == 20
+    assert fallback.stats["compiled"] is False and fallback.stats["compile_time"] is None
+
+
+def test_compile_with_an_adaptive_method_warns_that_it_runs_eager():
+    f, u0 = _field(), _u0()
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sol = solvers.solve(f, u0, (0.0, 1.0), method="dopri5", compile=True)
+        plain = solvers.solve(f, u0, (0.0, 1.0), method="dopri5")
+    expected = "compile=True covers fixed-step methods; 'dopri5' is adaptive: running eager"
+    assert [str(w.message) for w in caught] == [expected]
+    assert torch.equal(sol.u, plain.u)
+
+
+def test_a_bad_field_is_still_one_line_before_anything_compiles(monkeypatch):
+    def must_not_compile(graph, example_inputs):
+        raise AssertionError("compiled before the field was checked")
+
+    monkeypatch.setattr(compiled, "BACKEND", must_not_compile)
+    monkeypatch.setattr(compiled, "_unavailable", {})
+    with pytest.raises(solvers.SolverInputError, match="returned shape"):
+        solvers.solve(lambda t, u: u[..., :4], _u0(), (0.0, 1.0), method="rk4", dt=0.1, compile=True)
