@@ -6,7 +6,6 @@ Any callable ``cb(t, u)`` works; subclass ``Callback`` to also hear when a run s
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
@@ -58,31 +57,45 @@ class Recorder(Callback):
 
 
 class Progress(Callback):
-    """A one-line text progress bar on a stream (stderr by default), updated at saved times."""
+    """A tqdm progress bar over the integration time, with its rate (time units per second) and ETA.
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30, min_interval: float = 0.1):
+    Updated at saved times on ``stream`` (stderr by default); silent when the stream is not a
+    terminal (a log file, a pipe, a batch job) unless ``force``. At the end it writes the run's
+    status and, for a compiled run, its compile time (``solve(..., compile=True)``).
+    """
+
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.1, force: bool = False):
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self.min_interval = min_interval
-        self._t0 = self._t1 = 0.0
-        self._start = self._last = 0.0
+        is_terminal = getattr(self.stream, "isatty", lambda: False)()
+        self.enabled = force or bool(is_terminal)
+        self._bar: Any = None
+        self._t0 = self._done = 0.0
 
     def on_start(self, t0: float, t1: float, u0: torch.Tensor) -> None:
-        self._t0, self._t1 = float(t0), float(t1)
-        self._start = self._last = time.perf_counter()
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self._t0, self._done = float(t0), 0.0
+        self._bar = tqdm(
+            total=abs(float(t1) - float(t0)), file=self.stream, mininterval=self.min_interval, unit="t",
+            bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}, {rate_fmt}{postfix}]", leave=True,
+        )
 
     def on_save(self, t: float, u: torch.Tensor) -> None:
-        now = time.perf_counter()
-        span = self._t1 - self._t0
-        frac = 1.0 if span == 0 else min(max((float(t) - self._t0) / span, 0.0), 1.0)
-        if now - self._last < self.min_interval and frac < 1.0:
+        if self._bar is None:
             return
-        self._last = now
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] t={float(t):.4g}/{self._t1:.4g} {now - self._start:6.1f}s")
-        self.stream.flush()
+        done = min(abs(float(t) - self._t0), self._bar.total)
+        if done > self._done:
+            self._bar.update(done - self._done)
+            self._done = done
 
     def on_finish(self, solution: Any) -> None:
-        self.stream.write(f"  {solution.status!s}\n")
-        self.stream.flush()
+        if self._bar is None:
+            return
+        compile_time = solution.stats.get("compile_time")
+        compiled = f", compiled in {compile_time:.1f}s" if compile_time is not None else ""
+        self._bar.set_postfix_str(f"{solution.status!s}{compiled}")
+        self._bar.close()
+        self._bar = None

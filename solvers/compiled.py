@@ -63,7 +63,10 @@ def _compiled() -> Callable[..., torch.Tensor]:
 
 def not_covered(reason: str) -> None:
     """Warns (one line) that compile=True does not apply to this solve, which runs eager."""
-    warnings.warn(f"compile=True {reason}: running eager", CompileUnavailableWarning, stacklevel=3)
+    # an explicit location with no source line: the warning prints as one line
+    warnings.warn_explicit(
+        f"compile=True {reason}: running eager", CompileUnavailableWarning, "solvers.compiled", 0, "solvers.compiled"
+    )
 
 
 def _scalar(x: float) -> torch.Tensor:

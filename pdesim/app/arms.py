@@ -24,6 +24,7 @@ import solvers
 from ..config import PDEConfig
 from ..model import MasterPDE
 from ..transformer import Transformer
+from .measure import Lyapunov, flow_lyapunov, map_lyapunov
 from .spec import RunSpec
 
 MAIN = "main"
@@ -55,6 +56,45 @@ def describe(cfg: PDEConfig) -> str:
     return ", ".join(parts) or "standard"
 
 
+# What each LayerNorm mode is called when it ran, in the PDE and in the Transformer.
+NORM_NAMES = {"pre": "pre-LN", "post": "post-LN", "none": "no LayerNorm", "relax": "relaxed LN", "tangent": "tangent"}
+
+
+def discrete_norm(cfg: PDEConfig) -> str:
+    """The LayerNorm mode of the Transformer an arm runs: tangent has no discrete block, its network is post-LN."""
+    return "post" if cfg.norm == "tangent" else cfg.norm
+
+
+def source_labels(cfg: PDEConfig) -> dict[str, str]:
+    """What ran in each source of an arm, e.g. {"pde": "PDE tangent", "transformer": "Transformer post-LN"}."""
+    residual = "" if cfg.residual else ", no residual"
+    return {
+        "pde": f"PDE {NORM_NAMES[cfg.norm]}{residual}",
+        "transformer": f"Transformer {NORM_NAMES[discrete_norm(cfg)]}{residual}",
+    }
+
+
+def pairing_note(cfg: PDEConfig) -> str | None:
+    """How the Transformer relates to the PDE when they run different LayerNorm modes (None when the same)."""
+    if cfg.norm != "tangent":
+        return None
+    return (
+        "the Transformer is post-LN, whose continuum limit (h = T/L -> 0) is the tangent flow du/dt = P_u F(u): "
+        "the PDE arm is that limit, not the same LayerNorm"
+    )
+
+
+def normalized_no_residual_warning(cfg: PDEConfig) -> str | None:
+    """Why 'drift without residual' is absent from a normalised mode (tangent, post), or None."""
+    if cfg.residual or cfg.norm not in ("tangent", "post"):
+        return None
+    return (
+        f"no residual under norm={cfg.norm}: the decay -k*u is radial, so LayerNorm removes it "
+        "(tangent: the projection drops it; post-LN: no residual at step h is the residual network at step "
+        "h/(1-h)); drift without residual exists here only at h = 1 (use norm = pre, relax or none to see it)"
+    )
+
+
 def is_standard(cfg: PDEConfig) -> bool:
     """Both stabilizers on: pre-LN with residual connections."""
     return cfg.norm == "pre" and cfg.residual
@@ -69,6 +109,23 @@ def default_arms(spec: RunSpec) -> list[Arm]:
     return arms
 
 
+def arm_settings(arms: list[Arm], spec: RunSpec) -> str:
+    """What each arm integrates, one line each: its label, solver and step (not the run's defaults it
+    may not use), its final time, and its Transformer's depth."""
+    lines = []
+    for arm in arms:
+        fixed = arm.solver in solvers.FIXED_METHODS
+        step = f"dt={arm.dt:.4g}" if fixed and arm.dt is not None else f"adaptive (rtol={spec.rtol}, atol={spec.atol})"
+        t_end = float(arm.t_eval[-1]) if arm.t_eval is not None else spec.t_end
+        network = (
+            f"; {source_labels(arm.cfg)['transformer']}, L={spec.layers} (h={spec.t_end / spec.layers:.4g})"
+            if arm.transformer else "; no Transformer"
+        )
+        pde = source_labels(arm.cfg)["pde"]
+        lines.append(f"arm {arm.label}: {pde} by {arm.solver}, {step}, T={t_end:.4g}{network}")
+    return "\n".join(lines)
+
+
 @dataclass
 class ArmResult:
     """What one arm produced: the PDE solution and the Transformer's layer states."""
@@ -79,6 +136,7 @@ class ArmResult:
     layer_times: torch.Tensor | None = None
     layer_states: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    lyapunov: dict[str, Lyapunov] = field(default_factory=dict)  # by source: "pde", "transformer"
 
 
 def matching_model(cfg: PDEConfig) -> MasterPDE:
@@ -105,13 +163,18 @@ def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
             project=model.projection if fixed else None,
             blowup=spec.blowup,
             callbacks=[solvers.Progress()] if progress else (),
+            compile=spec.compile,
         )
     result = ArmResult(arm, model, sol)
-    if arm.transformer and sol.status != solvers.Status.INTERRUPTED:
-        # tangent has no discrete block: its discrete counterpart is post-LN with the same weights
-        discrete = model if arm.cfg.norm != "tangent" else matching_model(arm.cfg.replace(norm="post"))
+    if sol.status == solvers.Status.INTERRUPTED:
+        return result
+    projected = (arm.solver, arm.dt) if fixed and model.projection is not None else None
+    result.lyapunov["pde"] = flow_lyapunov(model, u0, sol.t, projected=projected)
+    if arm.transformer:
+        discrete = model if discrete_norm(arm.cfg) == arm.cfg.norm else matching_model(arm.cfg.replace(norm="post"))
         tf = Transformer.from_pde(discrete, layers=spec.layers, t_end=spec.t_end)
         with torch.no_grad():
             result.layer_states = tf(u0, return_all=True)
         result.layer_times = torch.linspace(0.0, spec.t_end, spec.layers + 1, dtype=torch.float64)
+        result.lyapunov["transformer"] = map_lyapunov(list(tf.blocks), u0, tf.h, stop=spec.blowup)
     return result

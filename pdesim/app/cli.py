@@ -21,14 +21,16 @@ import solvers
 from ..config import NORMS, ConfigError, check_choice
 from ..train import TrainSpec
 from ..transformer import POSITIONS
-from . import budget, pretrained_run, tomlio
-from .figures import compare_figures, run_figures
-from .presets import PRESETS, preset_spec
+from . import budget, pretrained_run, threads, tomlio
+from .arms import arm_settings
+from .plot_cmd import add_figure_flags, add_plot_command, compare_figure_writer, plot_command, run_figure_writer
+from .presets import PRESETS, finding_sentence, preset_spec
 from .rundir import RunDirError, check_out, read_metrics, read_summary, staged_directory, write_run
 from .runner import planned_arms, run, run_name
 from .spec import RunSpec
 from .stability import stability_report
 from .stopping import sigterm_as_interrupt
+from .summary import run_notes
 from .sweep import sweep as run_sweep_file
 from .train_dir import read_train_rows, run_training
 from .train_figures import compare_training_figures
@@ -99,13 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--out", help="run directory (default runs/<preset or switches>-<time>)")
     run_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier pdesim run")
     run_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_cmd.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile each fixed step (compile time is reported)"
+    )
+    threads.add_threads_flag(run_cmd)
+    add_figure_flags(run_cmd)
     compare = commands.add_parser("compare", help="overlay the curves of several run directories")
     compare.add_argument("runs", nargs="+", help="run directories")
     compare.add_argument("--out", help="folder for the comparison figures (default compare-<time>)")
+    add_figure_flags(compare)
+    add_plot_command(commands)
     info = commands.add_parser("info", help="stability report: Laplacian spectrum, CFL number, Jacobian, solver")
     _add_config_flags(info)
+    threads.add_threads_flag(info)
     train = commands.add_parser("train", help="train the classifier (or the PDE with its solver) on a generated task")
     _add_train_flags(train)
+    threads.add_threads_flag(train)
     sweep = commands.add_parser("sweep", help="run a grid of train (or run) configurations and collect one table")
     sweep.add_argument("file", help="sweep TOML: kind, [base] settings, [grid] lists to cross, [sweep] options")
     sweep.add_argument("--out", help="sweep directory (default from the file, or sweeps/<file name>)")
@@ -113,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     sweep.add_argument("--address", help="a Ray cluster to join (default: a local Ray runtime)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    threads.add_threads_flag(sweep)
     return parser
 
 
@@ -237,6 +249,8 @@ def resolve_spec(args: argparse.Namespace) -> RunSpec:
         pde_changes["residual"] = False
     run_changes = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}
     run_changes.update(_step_changes(args, spec, run_changes))
+    if getattr(args, "compile", None):
+        run_changes["compile"] = True
     spec = replace(spec, pde=spec.pde.replace(**pde_changes), **run_changes)
     budget.check_device_available(spec.pde.device)
     return spec
@@ -308,25 +322,24 @@ def _run(args: argparse.Namespace) -> int:
     budget.check_run(spec, len(planned_arms(spec)))
     default = Path("runs") / f"{run_name(spec)}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = check_out(Path(args.out) if args.out else default, overwrite=args.overwrite)  # before any work
+    figures = run_figure_writer(args)  # --figure-format/--dpi checked before any work
     outcome = run(spec, progress=not args.quiet)
     log = io.StringIO()
     print(f"pdesim run: preset {spec.preset}: {outcome.summary['description']}", file=log)
     cfg = spec.pde
-    print(
-        f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} solver={spec.solver} "
-        f"dt={spec.dt} T={spec.t_end} layers={spec.layers} seed={cfg.seed}",
-        file=log,
-    )
+    print(f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} seed={cfg.seed}", file=log)
+    print(arm_settings(planned_arms(spec), spec), file=log)
     print(summary_table(outcome.summary), file=log)
+    print("\n".join(run_notes(outcome.summary)), file=log, end="\n" if run_notes(outcome.summary) else "")
     for label, arm in outcome.summary["arms"].items():
         if arm["status"] != "success":
             print(f"{label}: {arm['status']}: {arm['message']}", file=log)
     findings = outcome.summary.get("findings")
     if findings:
-        print("findings: " + ", ".join(f"{k}={_format(v)}" for k, v in findings.items()), file=log)
+        print("finding: " + finding_sentence(spec.preset, findings), file=log)
     if outcome.interrupted:
         print("interrupted: the partial run (arms finished so far) is saved", file=log)
-    written = write_run(outcome, out, log_text=log.getvalue(), figures=run_figures, overwrite=args.overwrite)
+    written = write_run(outcome, out, log_text=log.getvalue(), figures=figures, overwrite=args.overwrite)
     print(log.getvalue() + f"run directory: {written.path}")
     if not written.figures_complete:
         print("interrupted while saving: the run's data is saved, its figures are incomplete", file=sys.stderr)
@@ -408,7 +421,7 @@ def _compare(args: argparse.Namespace) -> int:
     read = read_train_rows if kind == "train" else read_metrics
     rows = {str(r): read(r) for r in runs}
     out = check_out(Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
-    draw = compare_training_figures if kind == "train" else compare_figures
+    draw = compare_training_figures if kind == "train" else compare_figure_writer(args)
     with staged_directory(out) as staging:
         written = [out / path.name for path in draw(rows, staging)]
     print("\n".join(text))
@@ -426,6 +439,7 @@ def _info(args: argparse.Namespace) -> int:
     spec = resolve_spec(args)
     budget.check_info(spec)
     print(stability_report(spec))
+    print("the run integrates:\n" + arm_settings(planned_arms(spec), spec))
     return 0
 
 
@@ -435,11 +449,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a usage error already reported in one line
         return int(stop.code or 0)
     try:
+        threads.configure_threads(getattr(args, "threads", None))
         if args.command == "run":
             with sigterm_as_interrupt():
                 return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "plot":
+            return plot_command(args)
         if args.command == "train":
             return _train(args)
         if args.command == "sweep":

@@ -37,6 +37,7 @@ class RunSpec:
     atol: float | None = None
     blowup: float = 1e6
     baseline: bool = True
+    compile: bool = False  # torch.compile each fixed step (solvers.solve(compile=...))
 
     def __post_init__(self) -> None:
         if not isinstance(self.pde, PDEConfig):
@@ -62,6 +63,7 @@ class RunSpec:
                         f"{self.solver!r} has none (give dt, or an adaptive solver such as dopri5)"
                     )
         check_bool("baseline", self.baseline)
+        check_bool("compile", self.compile)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         run = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pde"}
