@@ -157,7 +157,8 @@ def estimate_memory(spec: TrainSpec) -> dict[str, int]:
     """Bytes a training run needs at its peak, by part: ``data``, ``model`` and ``activations``.
 
     A deliberately generous estimate, made before anything is allocated: the task's ids (with the
-    generator's working copies), the parameters with their gradients and AdamW moments, and what
+    generator's working copies), the parameters with their gradients and AdamW moments (and the
+    loop's copy of the last verified state), and what
     one step keeps for backward — per block the token states (B·N·d, a dozen copies in attention
     and MLP) and the attention weights (B·heads·N², three copies) — times the blocks a step runs
     (the PDE model: every stage of every solver step), or one validation batch if that is larger.
@@ -166,7 +167,8 @@ def estimate_memory(spec: TrainSpec) -> dict[str, int]:
     data = (spec.n_train + spec.n_eval) * spec.seq_len * _ID * 3
     per_block_params = 12 * spec.dim * spec.dim + 13 * spec.dim
     blocks = 1 if spec.model == "pde" else spec.layers
-    model = (blocks * per_block_params + (spec.seq_len + 64) * spec.dim) * _FLOAT * 4
+    # weights, gradients, two AdamW moments, and the loop's copy of weights and moments at its last verified step
+    model = (blocks * per_block_params + (spec.seq_len + 64) * spec.dim) * _FLOAT * 7
     if spec.model == "pde":
         stages = 13 if spec.solver in solvers.TORCHDIFFEQ_METHODS else 4
         evaluations = 1 if spec.adjoint else max(1, round(spec.layers / spec.solver_dt)) * stages
