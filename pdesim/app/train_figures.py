@@ -19,6 +19,7 @@ from typing import Any
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..train import TrainSpec
 
@@ -140,6 +141,7 @@ def draw(plan: Plan, folder: Path) -> Path:
         ax.axhline(plan.chance, color="grey", linestyle="--", linewidth=1.0, label=f"chance {plan.chance:.3f}")
     if plan.logy:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel(plan.ylabel)
     ax.set_title(plan.title, fontsize=10)

@@ -311,8 +311,9 @@ def train(
 
 
 def _finite_now(row: dict[str, Any]) -> bool:
-    """Whether a log step's own loss is finite (its one read before the batched one: skip validating a NaN model)."""
-    return bool(torch.isfinite(row["loss"]))
+    """Whether a log step's own checked values are finite (one read before the batched one: an update from a
+    non-finite gradient leaves a NaN model, which is not validated)."""
+    return bool(torch.stack([torch.isfinite(row[key]).all() for key in CHECKED if key in row]).all())
 
 
 def summarise(
