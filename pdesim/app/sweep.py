@@ -26,7 +26,7 @@ from .stopping import sigterm_as_interrupt
 from .sweep_engines import ENGINES, PointOutcome, _import_ray, run_local, run_ray
 from .sweep_figure import sweep_figure
 from .sweep_plan import SweepPlan, SweepPoint, check_sweep_dir, grid_points, load_plan, point_label, point_name, prepare
-from .sweep_table import write_tables
+from .sweep_table import INTERRUPTED, write_tables
 
 __all__ = ["SweepOutcome", "grid_points", "point_label", "point_name", "run_sweep", "sweep"]
 
@@ -63,21 +63,21 @@ class _Progress:
         )
         self._show()
 
-    def _show(self) -> None:
-        self._bar.set_postfix_str(f"done {self.done}, failed {self.failed}, running {self.running}")
+    def _show(self, refresh: bool = True) -> None:
+        self._bar.set_postfix_str(f"done {self.done}, failed {self.failed}, running {self.running}", refresh=refresh)
 
     def started(self, point: SweepPoint) -> None:
         with self._lock:
             self.running += 1
             self._show()
 
-    def finished(self, ok: bool) -> None:
+    def finished(self, exit_code: int) -> None:
         with self._lock:
             self.running -= 1
-            self.done += ok
-            self.failed += not ok
+            self.done += exit_code == 0
+            self.failed += exit_code not in (0, INTERRUPTED)
+            self._show(refresh=False)
             self._bar.update(1)
-            self._show()
 
     def close(self) -> None:
         self._bar.close()
@@ -113,11 +113,11 @@ def sweep(
 
     def on_done(point: SweepPoint, outcome: PointOutcome) -> None:
         codes[point.name] = outcome.exit_code
-        if outcome.exit_code != 0:
+        if outcome.exit_code not in (0, INTERRUPTED):
             plan.failure_path(point).write_text(
                 f"exit code {outcome.exit_code} after {outcome.attempts} attempt(s)\n{outcome.stderr}"
             )
-        progress.finished(outcome.exit_code == 0)
+        progress.finished(outcome.exit_code)
 
     interrupted = False
     try:

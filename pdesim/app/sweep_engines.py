@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +45,24 @@ _LIVE_LOCK = threading.Lock()
 def run_point(command: str, config: str, run_dir: str, *, threads: int = 1, retries: int = 0) -> PointOutcome:
     """Runs one point in its own process (again after a failure, ``retries`` times); never raises on failure.
 
-    An interrupt (Ctrl-C, SIGTERM, Ray's cancel) is passed on to the process as SIGINT, which
-    saves its partial run, and is then raised again.
+    An interrupt (Ctrl-C, SIGTERM, Ray's cancel) is passed on to the process as SIGTERM, which
+    pdesim treats as Ctrl-C (it saves its partial run), and is then raised again.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     argv = [sys.executable, "-m", "pdesim", command, "--config", config, "--out", run_dir, "--quiet"]
     attempts, code, stderr = 0, 1, ""
     while attempts <= retries:
         attempts += 1
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # its own session: a Ctrl-C at the terminal reaches the sweep only, which passes on exactly one stop
+        process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         with _LIVE_LOCK:
             _LIVE.add(process)
         try:
             _, stderr = process.communicate()
         except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
             process.communicate()
             raise
         finally:
@@ -80,34 +83,31 @@ OnStart = Callable[[SweepPoint], None]
 
 
 def run_local(plan: SweepPlan, todo: list[SweepPoint], on_start: OnStart, on_done: OnDone) -> None:
-    """``plan.workers`` points at a time, each in a local process."""
+    """``plan.workers`` points at a time, each in a local process; each point reports itself when it ends."""
 
-    def job(point: SweepPoint) -> PointOutcome:
+    def job(point: SweepPoint) -> None:
         on_start(point)
-        return run_point(
+        outcome = run_point(
             plan.kind,
             str(plan.config_path(point).absolute()),
             str(plan.run_dir(point).absolute()),
             threads=_threads(plan),
             retries=plan.retries,
         )
+        on_done(point, outcome)
 
     pool = ThreadPoolExecutor(max_workers=plan.workers)
-    futures: dict[Future, SweepPoint] = {pool.submit(job, point): point for point in todo}
+    futures = [pool.submit(job, point) for point in todo]
     try:
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                on_done(futures[future], future.result())
+        for future in as_completed(futures):
+            future.result()
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         with _LIVE_LOCK:
             live = list(_LIVE)
-        for process in live:
-            process.send_signal(signal.SIGINT)
-        for process in live:
-            process.wait()
+        for process in live:  # pdesim treats SIGTERM as Ctrl-C: each saves its partial run and exits with 130
+            process.send_signal(signal.SIGTERM)
+        wait(futures)  # the interrupted points report their outcomes as their processes exit
         raise
     pool.shutdown()
 

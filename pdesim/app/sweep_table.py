@@ -26,6 +26,9 @@ RUN_FINDINGS = {
     "final_residual": "rank residual",
     "energy_monotone_fraction": "E monotone",
 }
+# Statuses of points that left no run (the rest are counted as runs, explosions included).
+NO_RUN = ("failed", "not run", "interrupted")  # an interrupted run is kept on disk but not averaged
+INTERRUPTED = 130  # the exit code of a point stopped by Ctrl-C or SIGTERM: not a failure
 # A Lyapunov / FTLE entry of a run's arm summary, where the run computed one.
 _LYAPUNOV = re.compile(r"ftle|lyapunov", re.IGNORECASE)
 
@@ -74,17 +77,19 @@ def run_rows(plan: SweepPlan, exit_codes: dict[str, int | None]) -> pd.DataFrame
     rows: list[dict[str, Any]] = []
     for point in plan.points:
         summary = _summary(plan.run_dir(point))
+        code = exit_codes.get(point.name)
+        missing = "not run" if code is None else "failed"  # the status of a point that left no summary
         head = {
             "point": point.name,
             "configuration": configuration(plan, point.values),
             **{key: shown(point.values[key]) if key in point.values else "-" for key in keys},
-            "exit_code": exit_codes.get(point.name),
+            "exit_code": code,
         }
         if plan.kind == "train":
             rows.append(
                 {
                     **head,
-                    "status": summary.get("status", "failed"),
+                    "status": summary.get("status", missing),
                     **{name: _number(summary.get(name)) for name in TRAIN_FINDINGS},
                     "chance_accuracy": _number(summary.get("chance_accuracy")),
                     "first_nonfinite_step": _number(summary.get("first_nonfinite_step")),
@@ -103,7 +108,7 @@ def run_rows(plan: SweepPlan, exit_codes: dict[str, int | None]) -> pd.DataFrame
                         "arm": label,
                         "role": arm.get("role", "-"),
                         "source": source,
-                        "status": arm.get("status", "failed") if summary else "failed",
+                        "status": arm.get("status", missing) if summary else missing,
                         **{name: _number(measured.get(name)) for name in RUN_FINDINGS},
                         **{name: _number(value) for name, value in lyapunov.items()},
                     }
@@ -130,11 +135,15 @@ def group_columns(plan: SweepPlan) -> list[str]:
 
 def aggregate(plan: SweepPlan, runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (over seeds) and count of each finding per configuration (and arm and source)."""
-    groups = runs.groupby(group_columns(plan), sort=False, dropna=False)
     names = list(findings(plan, runs))
-    stats = groups[names].agg(["mean", "std"])
+    groups = runs.groupby(group_columns(plan), sort=False, dropna=False)
+    finished = runs.assign(**{name: runs[name].where(~runs["status"].isin(NO_RUN)) for name in names})
+    stats = finished.groupby(group_columns(plan), sort=False, dropna=False)[names].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
-    counts = groups.agg(runs=("point", "size"), failed=("exit_code", lambda codes: int((codes.fillna(0) != 0).sum())))
+    counts = groups.agg(
+        runs=("status", lambda status: int((~status.isin(NO_RUN)).sum())),
+        failed=("exit_code", lambda codes: int((~codes.fillna(0).isin((0, INTERRUPTED))).sum())),
+    )
     return counts.join(stats).reset_index()
 
 
