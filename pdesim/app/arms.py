@@ -49,6 +49,8 @@ def describe(cfg: PDEConfig) -> str:
     parts = []
     if cfg.norm == "none":
         parts.append("no-layernorm")
+    elif cfg.norm == "tangent":  # what ran: the tangent flow, and post-LN as its network
+        parts.append("tangent PDE / post-LN net")
     elif cfg.norm != "pre":
         parts.append(f"norm={cfg.norm}")
     if not cfg.residual:

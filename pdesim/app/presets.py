@@ -285,6 +285,91 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.3g}"
+    return str(value)
+
+
+def _percent(fraction: Any) -> str:
+    return f"{100 * fraction:.3g}%" if isinstance(fraction, float) and fraction == fraction else "nan%"
+
+
+def _explosion_sentence(f: dict[str, Any]) -> str:
+    at = f" and stops at t = {_number(f['no_layernorm_t_event'])}" if f.get("no_layernorm_t_event") is not None else ""
+    return (
+        f"Without LayerNorm the token norm grows {_number(f['no_layernorm_growth'])}x (rate "
+        f"{_number(f['no_layernorm_rate'])}/t, status {f['no_layernorm_status']}{at}); with it, "
+        f"{_number(f['standard_growth'])}x: {_number(f['growth_ratio'])} times more growth."
+    )
+
+
+def _drift_sentence(f: dict[str, Any]) -> str:
+    return (
+        f"Without residual the final CKA to the input is {_number(f['no_residual_final_cka'])} (cosine "
+        f"{_number(f['no_residual_final_cosine'])}); with it, {_number(f['standard_final_cka'])} (cosine "
+        f"{_number(f['standard_final_cosine'])})."
+    )
+
+
+def _energy_sentence(f: dict[str, Any]) -> str:
+    exact = "is" if f["energy_is_exact"] else "is not"
+    return (
+        f"E {exact} a Lyapunov function of this flow; it did not increase over "
+        f"{_percent(f['energy_monotone_fraction'])} of the saved steps, and dE/dt matches -|du/dt|^2 to a "
+        f"relative {_number(f.get('max_relative_rate_error'))}."
+    )
+
+
+def _cluster_sentence(f: dict[str, Any]) -> str:
+    return (
+        f"The tokens go from {_number(f['initial_clusters'])} to {_number(f['final_clusters'])} clusters; their mean "
+        f"pairwise cosine ends at {_number(f['final_mean_pairwise_cosine'])}."
+    )
+
+
+def _rank_sentence(f: dict[str, Any]) -> str:
+    return (
+        f"Without residual the tokens' distance to token-uniform ends at {_number(f['pde_final_residual'])} (PDE) "
+        f"and {_number(f['transformer_final_residual'])} (Transformer); with residual, "
+        f"{_number(f['standard_final_residual'])}."
+    )
+
+
+def _consistency_sentence(f: dict[str, Any]) -> str:
+    if "order" not in f:
+        return f"No order: the PDE run ended with status {f.get('pde_status')}, so there is no reference solution."
+    errors = ", ".join(f"L={n}: {_number(e)}" for n, e in zip(f["layers"], f["errors"]))
+    return f"The Transformer converges to the PDE at order {_number(f['order'])} in h = T/L ({errors})."
+
+
+def _cfl_sentence(f: dict[str, Any]) -> str:
+    parts = [f"{role} at tau = {_number(v['tau'])}: norm x{_number(v['norm_growth'])} ({v['status']})"
+             for role, v in f.items()]
+    return "Diffusion alone: " + "; ".join(parts) + "."
+
+
+SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "explosion": _explosion_sentence,
+    "drift": _drift_sentence,
+    "energy": _energy_sentence,
+    "cluster": _cluster_sentence,
+    "rank-collapse": _rank_sentence,
+    "consistency": _consistency_sentence,
+    "cfl": _cfl_sentence,
+}
+
+
+def finding_sentence(preset: str, findings: dict[str, Any]) -> str:
+    """The preset's finding as a sentence (its numbers in words), for the terminal and run.log."""
+    try:
+        return SENTENCES[preset](findings)
+    except KeyError:
+        return "; ".join(f"{key} = {_number(value)}" for key, value in findings.items()) + "."
+
+
 def preset_spec(name: str, **run_changes: Any) -> RunSpec:
     """The RunSpec of a preset, with run-level changes applied."""
     check_choice("preset", name, tuple(PRESETS))

@@ -14,12 +14,25 @@ import torch
 import probes
 import solvers
 
-from .arms import ArmResult
-from .measure import METRIC_COLUMNS, growth, measure
+from .arms import ArmResult, normalized_no_residual_warning, pairing_note, source_labels
+from .measure import STATE_METRICS, growth, measure, unmeasured
 from .spec import RunSpec
 
 # The metrics whose value at the final time the summary states as final_<name>.
 FINAL_METRICS = ("mean_cosine", "cka", "residual", "effective_rank", "mean_pairwise_cosine", "clusters")
+
+
+# How each energy term reads in a functional's name (``MasterPDE.energy_parts`` keys).
+ENERGY_TERMS = {
+    "diffusion": "E_D", "attention": "E_A", "reaction": "ΣΨ", "residual": "½κ‖u‖²", "stabilizer": "E_stab",
+}
+
+
+def energy_functional(model: Any, u: torch.Tensor) -> str:
+    """The name of the model's energy E as the sum of its terms, e.g. "E = E_D + E_A + ΣΨ"."""
+    with torch.no_grad():
+        parts = model.energy_parts(u[:1])
+    return "E = " + (" + ".join(ENERGY_TERMS.get(name, name) for name in parts) or "0")
 
 
 def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,14 +54,26 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
         "wall_time": sol.stats.get("wall_time"),
         "energy_is_exact": bool(model.energy_is_exact),
     }
+    summary["blowup_threshold"] = spec.blowup
+    summary["energy_functional"] = energy_functional(model, sol.u[0])
+    labels = source_labels(arm.cfg)
+    summary["sources"] = labels if result.layer_states is not None else {"pde": labels["pde"]}
+    pairing = pairing_note(arm.cfg) if result.layer_states is not None else None
+    if pairing:
+        summary["pairing"] = pairing
+    warning = normalized_no_residual_warning(arm.cfg)
+    if warning:
+        summary["warnings"] = [warning]
     sources = [("pde", sol.t, sol.u)]
     if result.layer_states is not None:
         sources.append(("transformer", result.layer_times, result.layer_states))
     for source, t, u in sources:
         metrics = measure(model, t, u)
+        lyapunov = result.lyapunov.get(source) or unmeasured("not measured: the run was interrupted")
+        metrics["lyapunov"] = lyapunov.at(t)
         for k, time_value in enumerate(t.tolist()):
             row = {"arm": arm.label, "source": source, "t": time_value}
-            row.update({name: float(metrics[name][k]) for name in METRIC_COLUMNS})
+            row.update({name: float(metrics[name][k]) for name in (*STATE_METRICS, "lyapunov")})
             rows.append(row)
         norm_growth, rate = growth(t, metrics["mean_token_norm"])
         final = {f"final_{name}": float(metrics[name][-1]) for name in FINAL_METRICS}
@@ -57,6 +82,7 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
             "growth_rate": rate,
             "initial_clusters": float(metrics["clusters"][0]),
             **final,
+            **lyapunov.summary(),
         }
         if source == "pde":
             energy = metrics["energy"][torch.isfinite(metrics["energy"])]
@@ -72,3 +98,14 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
         summary["transformer"]["relative_gap_to_pde"] = float(gap)
     summary.update(result.extra)
     return summary, rows
+
+
+def run_notes(summary: dict[str, Any]) -> list[str]:
+    """The lines a run prints under its table: each arm's warnings, and how its Transformer pairs with its PDE."""
+    lines = []
+    for label, arm in summary.get("arms", {}).items():
+        lines.extend(f"warning: {label}: {warning}" for warning in arm.get("warnings", ()))
+        if arm.get("pairing"):
+            sources = arm.get("sources", {})
+            lines.append(f"note: {label}: {sources.get('pde')} beside {sources.get('transformer')}: {arm['pairing']}")
+    return lines
