@@ -109,9 +109,15 @@ def solve(
     ``blowup``: stop with status "blowup" once max |u| exceeds it (None disables the threshold;
     a non-finite state always stops the run with status "nonfinite").
     ``adjoint``: torchdiffeq's continuous adjoint for adaptive methods; on a fixed grid, the steps
-    are checkpointed in segments of ⌈√n⌉ (n steps in all; save points also end a segment) and each
-    segment is recomputed in the backward pass: the exact gradient of the discrete scheme, holding
-    about 2√n states (plus the saved ones) instead of n, for one more forward pass of time.
+    run in segments of ⌈√n⌉ (n steps in all; save points also end a segment), each recomputed in
+    the backward pass: the exact gradient of the discrete scheme for one more forward pass of
+    time. When ``f`` (and ``project``, if any) is an ``nn.Module`` or a bound method of one, the
+    segments build no graph in the forward pass, so memory is O(√n) states (each segment's input,
+    one segment's activations at a time, plus the saved states) and gradients reach u0 and the
+    modules' parameters (as torchdiffeq's adjoint: a tensor the module reads that is not one of its
+    parameters gets none). For any other callable the segments are
+    ``torch.utils.checkpoint``-ed (every tensor gets its gradient), which still keeps autograd's
+    bookkeeping for every op of the forward pass: O(√n) activations plus O(n) small graph nodes.
     ``compile``: run each fixed step (stepper and field together) through ``torch.compile``; the
     same states as eager to round-off, compile time reported as ``stats["compile_time"]``, a
     one-line warning and eager where compiling is unavailable (or for adaptive/scipy methods and
@@ -175,9 +181,10 @@ def solve(
             h0 = (grid[1] - grid[0]) / steps_between(grid[0], grid[1], float(dt))
             advance, info = compiled.prepare(raw_stepper, raw_field, stepper, counted, project, record, u0, grid[0], h0)
             record.stats.update(info)
+        params = _named_parameters(f, project) if adjoint else None
         return integrate_fixed(
             stepper, counted, u0, grid, dt=float(dt), project=project, record=record,
-            slope=record.count(structured), recompute=adjoint, advance=advance,
+            slope=record.count(structured), recompute=adjoint, advance=advance, params=params,
         )
 
     from . import adaptive  # torchdiffeq and scipy are only imported when used
@@ -194,6 +201,29 @@ def solve(
         f, u0, t_grid, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
         first_step=None if dt is None else float(dt), **common,
     )
+
+
+def _owning_module(fn: Any) -> torch.nn.Module | None:
+    """``fn`` itself when it is an nn.Module, the module of a bound method, else None."""
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def _named_parameters(f: Any, project: Any) -> tuple[torch.Tensor, ...] | None:
+    """The parameters requiring grad of the field and the projection when both are nn.Modules (or
+    their bound methods), so that adjoint segments can run without a graph; None when a callable
+    could read tensors no module names (the segments are then checkpointed, see solvers.fixed)."""
+    modules = [_owning_module(f)] + ([] if project is None else [_owning_module(project)])
+    if any(m is None for m in modules):
+        return None
+    seen: dict[int, torch.Tensor] = {}
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
+    return tuple(seen.values())
 
 
 def _fixed_stepper(f: Any, method: str, sub_method: str, record: RunRecord | None) -> tuple[Stepper, Any]:

@@ -15,11 +15,14 @@ non-finite), the driver re-integrates from the last state it had read back clean
 after step k−1 (this costs nothing on a healthy run) and locates the crossing inside step k.
 User events are read on the host every step (they need it), and the guard is then read with them.
 
-With ``recompute`` (``solve(..., adjoint=True)``) the steps run under activation checkpointing
-in segments of ⌈√n⌉ steps (n the steps of the whole run; a save point also ends a segment): the
-backward pass recomputes one segment at a time from its stored input, so a run of n steps keeps
-about 2√n states plus the saved ones (each with one step's activations) instead of n: exact
-gradients of the discrete scheme at the cost of one more forward pass. The steps are still
+With ``recompute`` (``solve(..., adjoint=True)``) the steps run in segments of ⌈√n⌉ steps (n the
+steps of the whole run; a save point also ends a segment) and the backward pass recomputes one
+segment at a time from its stored input: exact gradients of the discrete scheme at the cost of
+one more forward pass. With the field's parameters named (an ``nn.Module`` field) a segment is a
+``_Segment`` that builds no graph in the forward pass, so a run of n steps keeps √n segment inputs
+and one segment's activations (O(√n)) plus the saved states; otherwise it is a non-reentrant
+``torch.utils.checkpoint``, which frees the activations but keeps autograd's small per-op
+bookkeeping (about 0.2 MB per rk4 step of the MasterPDE at N = 64, d = 32): O(n) nodes. The steps are still
 watched one by one during the forward pass, and a stop inside a segment re-derives the states it
 needs from the segment's start (itself checkpointed), so the stop rule is the same as without it.
 """
@@ -144,6 +147,33 @@ class _Found:
     checked: bool = False  # whether ``hits`` was computed
 
 
+class _Segment(torch.autograd.Function):
+    """Steps of one segment run without a graph; the backward pass recomputes them with one and
+    differentiates with respect to the segment's input state and the field's parameters.
+
+    Unlike ``torch.utils.checkpoint`` (non-reentrant), the forward pass builds no graph nodes at
+    all, so a run keeps nothing per step: only each segment's input. The parameters must be
+    named (the field's ``parameters()``): a tensor the field reads otherwise gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, forward_fn: Callable, backward_fn: Callable, u: torch.Tensor, *params: torch.Tensor):
+        ctx.backward_fn = backward_fn
+        ctx.save_for_backward(u, *params)
+        return forward_fn(u)  # (autograd runs a Function's forward without a graph)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):
+        u, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            start = u.detach().requires_grad_(ctx.needs_input_grad[2])
+            out = ctx.backward_fn(start)
+            wanted = [start] + params
+            needed = [x for x, need in zip(wanted, ctx.needs_input_grad[2:]) if need]
+            grads = iter(torch.autograd.grad(out, needed, grad_out, allow_unused=True) if needed else ())
+        return (None, None, *(next(grads) if need else None for need in ctx.needs_input_grad[2:]))
+
+
 class _Token:
     """Lets a checkpointed scan watch its steps in the forward pass only, not in the recomputation."""
 
@@ -195,10 +225,12 @@ class _FixedRun:
         u0: torch.Tensor,
         segment: int = 1,
         advance: Callable[[float, torch.Tensor, float], torch.Tensor] | None = None,
+        params: tuple[torch.Tensor, ...] | None = None,
     ):
         self.stepper, self.f, self.project = stepper, f, project
         self.record, self.slope, self.checkpointing = record, slope, checkpointing
         self.segment = max(1, segment)  # steps per checkpointed segment
+        self.params = params  # the field's parameters: graph-free segments (``_Segment``); None: checkpoint
         self.advance = advance if advance is not None else _advance(stepper, f, project)
         # events are read on the host every step anyway: the guard is then read with them
         self.lazy = not record.has_events
@@ -218,7 +250,12 @@ class _FixedRun:
         if not self.checkpointing:
             return self.run_plain(u, iv, s0, s1)
         for a in range(s0, s1, self.segment):
-            u = checkpoint(self.run_plain, u, iv, a, min(s1, a + self.segment), use_reentrant=False)
+            b = min(s1, a + self.segment)
+            if self.params is not None:
+                plain = lambda x, a=a, b=b: self.run_plain(x, iv, a, b)  # noqa: E731
+                u = _Segment.apply(plain, plain, u, *self.params)
+            else:
+                u = checkpoint(self.run_plain, u, iv, a, b, use_reentrant=False)
         return u
 
     def scan(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
@@ -272,9 +309,16 @@ class _FixedRun:
         if not self.checkpointing or s1 <= s0:
             return self.scan(u, iv, s0, s1)
         for a in range(s0, s1, self.segment):
-            token = _Token()
-            out = checkpoint(self._scan_checkpointed, u, iv, a, min(s1, a + self.segment), token, use_reentrant=False)
-            token.watch = False
+            b = min(s1, a + self.segment)
+            if self.params is not None:
+                out = _Segment.apply(
+                    lambda x, a=a, b=b: self.scan(x, iv, a, b), lambda x, a=a, b=b: self.run_plain(x, iv, a, b),
+                    u, *self.params,
+                )
+            else:
+                token = _Token()
+                out = checkpoint(self._scan_checkpointed, u, iv, a, b, token, use_reentrant=False)
+                token.watch = False
             if self.found is not None:
                 return out
             u = out
@@ -335,6 +379,7 @@ def integrate_fixed(
     slope: Callable[[Any, torch.Tensor], torch.Tensor],
     recompute: bool = False,
     advance: Callable[[float, torch.Tensor, float], torch.Tensor] | None = None,
+    params: tuple[torch.Tensor, ...] | None = None,
 ) -> Solution:
     """Integrates from grid[0] through every point of ``grid``, saving the state at each.
 
@@ -352,7 +397,7 @@ def integrate_fixed(
         return record.finish()
     total = min(record.max_steps, sum(iv.n for iv in intervals))
     checkpointing = recompute and torch.is_grad_enabled()
-    run = _FixedRun(stepper, f, project, record, slope, checkpointing, u0, checkpoint_segment(total), advance)
+    run = _FixedRun(stepper, f, project, record, slope, checkpointing, u0, checkpoint_segment(total), advance, params)
     if checkpointing:
         record.stats["checkpoint_segment"] = run.segment
     u, done = u0, 0

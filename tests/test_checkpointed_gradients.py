@@ -116,3 +116,28 @@ def test_semilinear_and_splitting_methods_checkpoint_to_the_same_gradients(metho
     assert torch.equal(finals[0], finals[1])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-15)
+
+
+def test_a_module_field_and_projection_run_graph_free_segments_with_the_same_gradients():
+    def run(adjoint: bool) -> tuple[solvers.Solution, list[torch.Tensor], torch.nn.Module, torch.nn.Module]:
+        field, norm = _Field(), torch.nn.LayerNorm(6, dtype=torch.float64)
+        with torch.no_grad():
+            norm.weight.copy_(torch.linspace(0.5, 1.5, 6, dtype=torch.float64))
+        u0 = torch.linspace(-1.0, 1.0, 12, dtype=torch.float64).reshape(2, 6)
+        sol = solvers.solve(field, u0, (0.0, 1.0), method="rk4", dt=0.01, project=norm, adjoint=adjoint)
+        grads = torch.autograd.grad((sol.u[-1] ** 3).sum(), [field.w, field.b, norm.weight, norm.bias])
+        return sol, list(grads), field, norm
+
+    plain_sol, plain, _, _ = run(False)
+    ckpt_sol, ckpt, _, _ = run(True)
+    # the saved states come out of graph-free segments (10 of 10 steps), not out of a per-step graph
+    segments = [node for node, _ in ckpt_sol.u.grad_fn.next_functions]
+    assert [type(node).__name__ for node in segments] == ["NoneType", "_SegmentBackward"]  # u0, then the steps
+    chain, node = 0, segments[1]
+    while type(node).__name__ == "_SegmentBackward":
+        chain, node = chain + 1, node.next_functions[0][0]
+    assert chain == 10 and ckpt_sol.stats["checkpoint_segment"] == 10
+    torch.testing.assert_close(ckpt_sol.u, plain_sol.u, rtol=0, atol=0)
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+    assert float(ckpt[2].abs().sum()) > 0  # the projection's own parameters receive their gradient
