@@ -340,3 +340,18 @@ def test_the_training_figure_plans_a_log_axis_over_decades_the_non_finite_step_c
     accuracy = plans["val_accuracy.png"]
     assert accuracy.chance == 0.25 and accuracy.curves["run"].style == "o" and plans["loss.png"].chance is None
     assert "norm=none" in accuracy.title and "clip=off" in accuracy.title and "residual=True" in accuracy.title
+
+
+def test_sigterm_while_the_figures_are_drawn_keeps_the_finished_training_run(tmp_path, capsys, monkeypatch):
+    def terminated_while_drawing(rows, folder, spec, summary):
+        (Path(folder) / "loss.png").write_bytes(b"drawn before the signal")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the drawing")
+
+    monkeypatch.setattr(train_dir, "training_figures", terminated_while_drawing)
+    out = tmp_path / "run"
+    assert cli.main([*ARGS, "--steps", "3", "--out", str(out)]) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "success" and summary["steps_done"] == 3
+    assert (out / "metrics.csv").read_text().count("\n") == 4 and (out / "figures" / "loss.png").exists()
+    assert "interrupted while drawing the figures" in (out / "run.log").read_text()

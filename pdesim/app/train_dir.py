@@ -106,14 +106,13 @@ def run_training(
     check_out(out, overwrite=overwrite)
     writer_class = tensorboard_writer_class() if tensorboard else None
     setup = prepare(spec, Path(resume) if resume is not None else None)
-    with staged_directory(out, overwrite=overwrite) as staging:
+    with sigterm_as_interrupt(), staged_directory(out, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
         progress = _Progress(spec, setup.start, quiet=quiet)
         writer = writer_class(log_dir=str(staging / "tensorboard")) if writer_class else None
         on_step = _both(progress, _scalars_to(writer) if writer else None)
         try:
-            with sigterm_as_interrupt():
-                outcome = train(spec, checkpoint_dir=staging / "checkpoints", on_step=on_step, setup=setup)
+            outcome = train(spec, checkpoint_dir=staging / "checkpoints", on_step=on_step, setup=setup)
         finally:
             progress.close()
             if writer:
