@@ -170,3 +170,30 @@ def test_bad_arguments_fail_with_one_clear_line(kwargs, message):
     with pytest.raises(SolverInputError, match=message) as info:
         solvers.solve(lambda t, u: -u, torch.ones(2), (0.0, 1.0), **kwargs)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("size", [3, 20_000], ids=["kept-states-guard", "buffered-extremes-guard"])
+def test_the_blowup_guard_locates_the_same_crossing_for_small_and_large_states(size):
+    # a small state is reduced once per flush from kept references, a large one writes its
+    # extremes into a buffer each step: both stop at the located crossing ln(1000) of e^t
+    u0 = torch.ones(size, dtype=torch.float64)
+    u0[-1] = -1.0  # the crossing is |u| > 1e3, whichever sign
+    sol = solvers.solve(lambda t, u: u, u0, (0.0, 20.0), method="rk4", dt=0.01, blowup=1e3)
+    assert sol.status == Status.BLOWUP
+    assert sol.t_event == pytest.approx(math.log(1e3), abs=1e-9)
+    assert float(sol.u[-1].abs().max()) == pytest.approx(1e3, rel=1e-9)
+    assert sol.stats["accepted"] == 691  # ln(1000)/0.01 = 690.8: 690 whole steps and the located part
+
+
+@pytest.mark.parametrize("size", [2, 20_000], ids=["kept-states-guard", "buffered-extremes-guard"])
+def test_a_nan_in_one_entry_stops_the_run_for_small_and_large_states(size):
+    def poisoned(t, u):
+        du = -u.clone()
+        if t > 0.5:
+            du[..., -1] = math.nan
+        return du
+
+    sol = solvers.solve(poisoned, torch.ones(size), (0.0, 1.0), method="euler", dt=0.01, blowup=None)
+    assert sol.status == Status.NONFINITE
+    assert torch.isfinite(sol.u).all() and sol.t[-1] == pytest.approx(0.51)
+    assert sol.t_event == pytest.approx(0.52)
