@@ -179,7 +179,13 @@ def solve(
         elif compile:
             raw_stepper, raw_field = _fixed_stepper(structured, method, sub_method, None)
             h0 = (grid[1] - grid[0]) / steps_between(grid[0], grid[1], float(dt))
-            advance, info = compiled.prepare(raw_stepper, raw_field, stepper, counted, project, record, u0, grid[0], h0)
+            signature = (
+                f, method, sub_method, project, tuple(u0.shape), u0.dtype, u0.device,
+                torch.is_grad_enabled(), u0.requires_grad,
+            )
+            advance, info = compiled.prepare(
+                raw_stepper, raw_field, stepper, counted, project, record, u0, grid[0], h0, signature
+            )
             record.stats.update(info)
         params = _named_parameters(f, project) if adjoint else None
         return integrate_fixed(
