@@ -53,8 +53,13 @@ def test_out_dot_never_touches_the_working_directory(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("mine\n")
     assert _run("--out", ".", "--overwrite") == 2
-    assert "--out . exists and is not a pdesim run directory" in capsys.readouterr().err
+    assert "--out . is the working directory or holds it" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    (tmp_path / "notes.txt").unlink()
+    for out in (".", "..", str(tmp_path)):  # not even an empty working directory, nor the one above it
+        assert _run("--out", out) == 2
+        assert "is the working directory or holds it" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_overwrite_replaces_a_pdesim_run_only_when_asked_and_only_if_it_holds_nothing_else(tmp_path, capsys):

@@ -85,6 +85,9 @@ def check_out(out: Path, *, overwrite: bool = False) -> Path:
     wrote itself and that holds nothing pdesim did not write. Its parent must be a writable directory.
     """
     out = Path(out)
+    cwd = Path.cwd().resolve()
+    if out.resolve() == cwd or out.resolve() in cwd.parents:
+        raise RunDirError(f"--out {out} is the working directory or holds it; name a new directory for the run")
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
             raise RunDirError(f"--out {out} exists and is not a directory; choose another --out")
