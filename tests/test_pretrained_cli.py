@@ -139,6 +139,7 @@ def test_a_bad_pretrained_config_is_one_line_exit_2(bert, tmp_path, capsys, tabl
 
 
 def test_a_pretrained_run_writes_both_arms_and_the_no_layernorm_one_grows_5_times_faster(bert, tmp_path, capsys):
+    """Growth of the state and of perturbations (the layer maps' Lyapunov exponent), switched against trained."""
     out = tmp_path / "run"
     assert cli.main(["run", "--pretrained", bert, "--ids", "1,5,9,13,2", "--no-layernorm", "--out", str(out)]) == 0
     for name in ("config.toml", "metrics.csv", "summary.json", "states.npz", "run.log", "figures/norms.png"):
@@ -150,7 +151,18 @@ def test_a_pretrained_run_writes_both_arms_and_the_no_layernorm_one_grows_5_time
     for side in (switched, switched["transformer"]):
         assert side["growth_rate"] > 0.5
     assert switched["growth_rate"] > 5 * trained["growth_rate"]
+    # the layer maps' largest Lyapunov exponent: without LayerNorm perturbations grow 4 times faster
+    assert switched["transformer"]["lyapunov"] > 4 * trained["transformer"]["lyapunov"] > 0.4
+    assert switched["lyapunov"] is None and "not measured for an imported model" in switched["lyapunov_method"]
     assert "relative gap between the h = 1 network and the PDE at T = 3" in capsys.readouterr().out
+
+
+def test_a_switch_the_model_already_has_runs_one_arm_not_two_alike(bert, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["run", "--pretrained", bert, "--ids", "1,5,9", "--norm", "post", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["arms"]) == ["trained bert norm=post"]
+    assert summary["arms"]["trained bert norm=post"]["role"] == "main"
 
 
 def test_pretrained_info_reports_every_layers_spectral_radius_and_the_steps_rk4_needs(bert, capsys):

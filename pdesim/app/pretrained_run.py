@@ -40,6 +40,7 @@ from ..pretrained import PretrainedModel, load_pretrained
 from . import budget, tomlio
 from .arms import MAIN, STANDARD, Arm, ArmResult
 from .figures import run_figures
+from .measure import map_lyapunov, unmeasured
 from .rundir import (
     CSV_COLUMNS,
     Written,
@@ -247,7 +248,12 @@ def _run_arm(role: str, label: str, model: PretrainedModel, u0: torch.Tensor, sp
     cfg = model.layers[0].cfg
     arm = Arm(role, label, cfg, solver, 1.0 / spec.steps_per_layer if fixed else None)
     times = torch.arange(model.depth + 1, dtype=torch.float64)
-    return ArmResult(arm, _NoEnergy(), sol, times, states)  # type: ignore[arg-type]
+    result = ArmResult(arm, _NoEnergy(), sol, times, states)  # type: ignore[arg-type]
+    # The network's layer maps get their exponents (one JVP per layer); the flow's need a single field over
+    # [0, L] with its own projection, which a per-layer import is not (notebook 08 takes its tangent flow).
+    result.lyapunov["transformer"] = map_lyapunov(list(model.transformer.blocks), u0, 1.0, stop=spec.blowup)
+    result.lyapunov["pde"] = unmeasured("not measured for an imported model's PDE (see notebook 08)")
+    return result
 
 
 def _label(model: PretrainedModel) -> str:
@@ -256,13 +262,20 @@ def _label(model: PretrainedModel) -> str:
     return f"{model.architecture} " + ", ".join(parts)
 
 
+def switched_model(pm: PretrainedModel, spec: PretrainedSpec) -> PretrainedModel | None:
+    """The model with the spec's switches, or None when they change nothing (``--norm post`` on a post-LN BERT)."""
+    cfg = pm.layers[0].cfg
+    changes = {name: value for name, value in spec.switches.items() if getattr(cfg, name) != value}
+    return pm.switched(**changes) if changes else None
+
+
 def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, torch.Tensor]:
     """Both arms (the switched model and the trained one, or the trained one alone) as PDE and network."""
     pm, ids = load(spec)
     spec = replace(spec, ids=ids[0].tolist())  # the run's config.toml records the ids it read
     u0 = pm.embed(ids).detach()
-    models = [(MAIN, pm.switched(**spec.switches))] if spec.switches else []
-    models.append((STANDARD if spec.switches else MAIN, pm))
+    switched = switched_model(pm, spec)
+    models = [(MAIN, switched), (STANDARD, pm)] if switched is not None else [(MAIN, pm)]
     results = [_run_arm(role, ("trained " if model is pm else "") + _label(model), model, u0, spec)
                for role, model in models]
     summaries, rows = {}, []
@@ -314,7 +327,7 @@ def describe_input(pm: PretrainedModel, ids: torch.Tensor) -> str:
 def pretrained_report(spec: PretrainedSpec) -> str:
     """Per layer: ρ(∂f_l/∂u) at the network's state entering layer l, and the steps per layer rk4 needs."""
     pm, ids = load(spec)
-    model = pm.switched(**spec.switches) if spec.switches else pm
+    model = switched_model(pm, spec) or pm
     cfg = model.layers[0].cfg
     lines = [
         f"stability report: {pm.architecture} from {spec.source}: L={pm.depth} d={cfg.dim} heads={cfg.heads} "
