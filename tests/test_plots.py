@@ -79,3 +79,14 @@ def test_plot_bars(tmp_path):
     path = plots.plot_bars(target, labels, [0.61, 0.65, 0.62, 0.58], [0.01, 0.02, 0.015, 0.03],
                            ylabel="accuracy", title="Diffusion layer position")
     assert_png(path, target)
+
+
+def test_kymographs_side_by_side_share_a_log_colour_scale_across_decades(tmp_path, times):
+    calm = torch.ones(21, 16, 4)
+    exploding = torch.exp(3 * times).view(-1, 1, 1) * torch.ones(21, 16, 4)
+    target = tmp_path / "kymograph.pdf"
+    path = plots.plot_kymographs(target, {"standard": (times, calm), "no-layernorm": (times, exploding)})
+    assert path == target and target.read_bytes().startswith(b"%PDF")
+    norm = plots.colour_norm([calm.norm(dim=-1), exploding.norm(dim=-1)])
+    assert type(norm).__name__ == "LogNorm" and norm.vmin == 2.0 and math.isclose(norm.vmax, 2.0 * math.exp(12))
+    assert type(plots.colour_norm([calm.norm(dim=-1)])).__name__ == "Normalize"

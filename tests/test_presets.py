@@ -8,7 +8,7 @@ import pytest
 
 from pdesim.app import cli
 from pdesim.app.arms import MAIN, STANDARD
-from pdesim.app.presets import PRESETS, check_preset, preset_spec
+from pdesim.app.presets import PRESETS, check_preset, finding_sentence, preset_spec
 from pdesim.app.runner import run
 from pdesim.config import ConfigError
 
@@ -81,6 +81,9 @@ def test_every_preset_states_its_finding(tmp_path, name):
     code, summary, out = _run(tmp_path, "--preset", name, *flags)
     assert code == 0
     check(summary["findings"])
+    sentence = finding_sentence(name, summary["findings"])  # what the run prints: words, not the dict's keys
+    assert sentence.endswith(".") and "_" not in sentence and sentence[0].isupper()
+    assert f"finding: {sentence}" in (out / "run.log").read_text()
     if name == "consistency":
         assert (out / "figures" / "consistency.png").exists()
 

@@ -69,7 +69,8 @@ class Panel:
     logx: bool = False
     hlines: list[tuple[float, str]] = field(default_factory=list)  # (y, label), grey
     vlines: list[tuple[float, str, Any]] = field(default_factory=list)  # (x, label, colour), dotted
-    note: str = ""  # a line of text in the panel
+    note: str = ""  # a line under the panel's title
+    integer_x: bool = False  # x is an index (ticks at integers, points marked)
 
 
 @dataclass
@@ -299,7 +300,8 @@ def _spectrum_plan(data: RunData, colours: dict[str, Any]) -> FigurePlan:
                 y = np.array([_float(v) for v in values])
                 curves.append(Curve(source_label(data.summary, arm, source), np.arange(1, len(y) + 1), y,
                                     colours[arm], discrete=source == "transformer"))
-        panels.append(Panel(arm, "λ_i (per unit depth)", curves, hlines=[(0.0, "")], xlabel="exponent index i"))
+        panels.append(Panel(arm, "λ_i (per unit depth)", curves, hlines=[(0.0, "")], xlabel="exponent index i",
+                            integer_x=True))
     return FigurePlan("lyapunov_spectrum", "Top finite-time Lyapunov exponents", panels)
 
 
@@ -374,7 +376,10 @@ def _draw_panel(ax: Any, panel: Panel, *, titled: bool) -> None:
             ax.plot(curve.x, curve.y, "o:" if curve.hollow else "o--", color=curve.colour, markerfacecolor=face,
                     markersize=3.5, linewidth=1.0, label=curve.label)
         else:
-            ax.plot(curve.x, curve.y, "-", color=curve.colour, linewidth=1.6, label=curve.label)
+            ax.plot(curve.x, curve.y, "s-" if panel.integer_x else "-", color=curve.colour, markersize=4,
+                    linewidth=1.6, label=curve.label)
+    if panel.integer_x and panel.curves:
+        ax.set_xticks(np.unique(np.concatenate([c.x for c in panel.curves])))
     for y, label in panel.hlines:
         ax.axhline(y, color="grey", linewidth=0.9, linestyle="--", label=label or None)
     for x, label, colour in panel.vlines:

@@ -346,7 +346,7 @@ def _consistency_sentence(f: dict[str, Any]) -> str:
 
 
 def _cfl_sentence(f: dict[str, Any]) -> str:
-    parts = [f"{role} at tau = {_number(v['tau'])}: norm x{_number(v['norm_growth'])} ({v['status']})"
+    parts = [f"{role.split('_')[0]} at tau = {_number(v['tau'])}: norm x{_number(v['norm_growth'])} ({v['status']})"
              for role, v in f.items()]
     return "Diffusion alone: " + "; ".join(parts) + "."
 

@@ -29,10 +29,31 @@ ENERGY_TERMS = {
 
 
 def energy_functional(model: Any, u: torch.Tensor) -> str:
-    """The name of the model's energy E as the sum of its terms, e.g. "E = E_D + E_A + ΣΨ"."""
+    """The name of the model's energy E as the sum of its terms, e.g. "E = E_D + E_A + ΣΨ"; "none" without one."""
+    if not hasattr(model, "energy_parts"):
+        return "none"
     with torch.no_grad():
         parts = model.energy_parts(u[:1])
     return "E = " + (" + ".join(ENERGY_TERMS.get(name, name) for name in parts) or "0")
+
+
+NOT_MEASURED = "not measured for this arm (an interrupted run, or an imported model)"
+# Below this distance to token-uniform (‖u − 1ūᵀ‖/‖u‖) the centred token matrix CKA compares is rounding.
+CKA_RESIDUAL_FLOOR = 1e-5
+
+
+def cka_note(cka: float, residual: float) -> str | None:
+    """Why the final CKA to the input is not a similarity to read (None when it is)."""
+    if math.isnan(residual):
+        return "no CKA: the final state is not finite"
+    if residual == 0.0 or math.isnan(cka):
+        return "no CKA: the final state is token-uniform (its centred matrix is 0), where CKA is undefined"
+    if residual < CKA_RESIDUAL_FLOOR:
+        return (
+            f"CKA is rounding: the final state is within {residual:.1e} of token-uniform, so the centred matrix "
+            "it compares is noise; read the rank residual instead"
+        )
+    return None
 
 
 def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -69,7 +90,7 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
         sources.append(("transformer", result.layer_times, result.layer_states))
     for source, t, u in sources:
         metrics = measure(model, t, u)
-        lyapunov = result.lyapunov.get(source) or unmeasured("not measured: the run was interrupted")
+        lyapunov = result.lyapunov.get(source) or unmeasured(NOT_MEASURED)
         metrics["lyapunov"] = lyapunov.at(t)
         for k, time_value in enumerate(t.tolist()):
             row = {"arm": arm.label, "source": source, "t": time_value}
@@ -84,6 +105,9 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
             **final,
             **lyapunov.summary(),
         }
+        why = cka_note(entry["final_cka"], entry["final_residual"])
+        if why:
+            entry["cka_note"] = why
         if source == "pde":
             energy = metrics["energy"][torch.isfinite(metrics["energy"])]
             entry["energy_monotone_fraction"] = probes.monotone_fraction(energy) if len(energy) > 1 else math.nan
@@ -108,4 +132,7 @@ def run_notes(summary: dict[str, Any]) -> list[str]:
         if arm.get("pairing"):
             sources = arm.get("sources", {})
             lines.append(f"note: {label}: {sources.get('pde')} beside {sources.get('transformer')}: {arm['pairing']}")
+        for source, entry in (("pde", arm), ("transformer", arm.get("transformer") or {})):
+            if entry.get("cka_note"):
+                lines.append(f"note: {label} ({source}): {entry['cka_note']}")
     return lines
