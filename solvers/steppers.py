@@ -37,7 +37,14 @@ class ExplicitRK:
         self._weights = tuple((i, b) for i, b in enumerate(tableau.b) if b != 0.0)
 
     def step(self, f: Field, t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
-        """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``."""
+        """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``.
+
+        ``t`` and ``dt`` may be 0-d tensors (the compiled step, ``solvers.compiled``): the stage
+        sums are then ``addcmul`` by a tensor, which a compiled graph keeps (``add(alpha=)`` needs
+        a Python number, and reading one would break the graph at every stage).
+        """
+        if isinstance(dt, torch.Tensor):
+            return self._step_tensor_dt(f, t, u, dt)
         ks: list[torch.Tensor] = []
         for c, row in self._stages:
             stage = u
@@ -47,6 +54,18 @@ class ExplicitRK:
         out = u
         for i, b in self._weights:
             out = out.add(ks[i], alpha=dt * b)
+        return out
+
+    def _step_tensor_dt(self, f: Field, t: Any, u: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        ks: list[torch.Tensor] = []
+        for c, row in self._stages:
+            stage = u
+            for j, a in row:
+                stage = stage.addcmul(ks[j], dt * a)
+            ks.append(f(t + c * dt, stage))
+        out = u
+        for i, b in self._weights:
+            out = out.addcmul(ks[i], dt * b)
         return out
 
 
@@ -213,7 +232,8 @@ class Semilinear:
         factors = self._factors(A, u, dt)
         n0 = N(t, u)
         if self.scheme == "imex-euler":
-            return A.from_spectral(A.to_spectral(u.add(n0, alpha=dt)) * factors[0])
+            explicit = u.addcmul(n0, dt) if isinstance(dt, torch.Tensor) else u.add(n0, alpha=dt)
+            return A.from_spectral(A.to_spectral(explicit) * factors[0])
         decay, p1 = factors[0], factors[1]
         a_hat = decay * A.to_spectral(u) + p1 * A.to_spectral(n0)
         if self.scheme == "etd1":
