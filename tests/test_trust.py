@@ -83,7 +83,7 @@ def test_ctrl_c_while_the_figures_are_drawn_keeps_the_run_with_the_figures_so_fa
         (folder / "norms.png").write_bytes(b"png")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_figures", one_figure_then_ctrl_c)
+    monkeypatch.setattr(cli, "run_figure_writer", lambda args: one_figure_then_ctrl_c)
     out = tmp_path / "run"
     assert _run("--out", str(out)) == 130
     captured = capsys.readouterr()
