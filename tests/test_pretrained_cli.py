@@ -183,6 +183,11 @@ def test_pretrained_info_reports_every_layers_spectral_radius_and_the_steps_rk4_
         (["--ids", "1,x"], "must be comma-separated integers"),
         (["--text", "hello"], "this checkpoint has no tokenizer here"),
         (["--ids", "1", "--solver", "dopri5"], "a post-LN PDE is a projected integrator"),
+        (["--ids", "1", "--device", "nonsense"], "device='nonsense' is not a torch device name"),
+        (["--ids", "1", "--steps-per-layer", "0"], "steps_per_layer=0 must be an integer >= 1"),
+        (["--ids", "1", "--steps", "3"], "--steps and --t-end do not apply to --pretrained"),
+        (["--ids", "1", "--text", "x"], "give the input as --text or as --ids, not both"),
+        ([], 'give the input as --text "..." or as --ids'),
     ],
 )
 def test_bad_pretrained_input_is_one_line_exit_2_and_nothing_written(bert, tmp_path, capsys, args, message):
@@ -191,6 +196,12 @@ def test_bad_pretrained_input_is_one_line_exit_2_and_nothing_written(bert, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("pdesim: error: ") and message in err and "\n" not in err
     assert not out.exists()
+
+
+def test_an_empty_pretrained_name_is_refused_not_read_as_the_current_directory(tmp_path, capsys):
+    assert cli.main(["run", "--pretrained", "", "--ids", "1", "--out", str(tmp_path / "never")]) == 2
+    assert "source='' must name a checkpoint directory or hub name" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_input_flags_without_a_pretrained_model_are_one_line_exit_2(capsys):

@@ -105,8 +105,12 @@ class PretrainedSpec:
             check_choice("norm", self.norm, NORMS)
         check_bool("residual", self.residual)
         check_choice("dtype", self.dtype, tuple(DTYPES))
-        if not isinstance(self.device, str):
-            raise ConfigError(f"device={self.device!r} must be a string such as 'cpu'")
+        try:
+            if not isinstance(self.device, str):
+                raise TypeError(self.device)
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device={self.device!r} is not a torch device name (e.g. 'cpu', 'cuda:1')") from None
         self.blowup = check_positive("blowup", self.blowup)
 
     @classmethod
@@ -169,7 +173,7 @@ def resolve_pretrained_spec(args: argparse.Namespace, *, input_required: bool = 
     changes: dict[str, Any] = {}
     if args.pretrained is not None:
         local = Path(args.pretrained).expanduser()
-        changes["source"] = str(local.resolve()) if local.is_dir() else args.pretrained
+        changes["source"] = str(local.resolve()) if args.pretrained and local.is_dir() else args.pretrained
     if args.text is not None and args.ids is not None:
         raise ConfigError("give the input as --text or as --ids, not both")
     if args.text is not None:
