@@ -11,7 +11,7 @@ flag that drives it. The estimates are deliberately rough upper bounds of the bi
 - states: every saved state of the PDE (``saves``) and of the Transformer (``layers + 1``), per
   arm, plus the float32 copies written to states.npz;
 - attention: the (batch, heads, N, N) scores, weights and their gradient or tangent;
-- metrics: the float64 (N, N) Gram matrices of the rank and cluster measures at every saved time;
+- metrics: the float64 copies of a trajectory the measures hold, and the (N, N) cosines of one time;
 - working: the solver's stages and the FFN's hidden layer.
 
 The memory limit is a fraction of the device's memory (of physical RAM, capped by a cgroup
@@ -43,6 +43,8 @@ EVALUATION_OVERHEAD = 1e-4
 # Field evaluations per step of a fixed-step method (rk4: 4); an upper bound over the fixed methods.
 STAGES = 4
 WORKING_STATES = 24
+# float64 copies of a whole trajectory the measures hold at once (the cast, centred and unit tokens, ...).
+MEASURE_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -116,19 +118,22 @@ def run_estimate(spec: RunSpec, arms: int) -> Estimate:
     cfg, size = spec.pde, spec.pde.torch_dtype.itemsize
     state = spec.batch * cfg.tokens * cfg.dim
     saved = arms * (spec.saves + spec.layers + 1) * state * (size + 4)  # the states, and their float32 copies
-    gram = 3 * max(spec.saves, spec.layers + 1) * spec.batch * cfg.tokens**2 * 8
+    measured = MEASURE_COPIES * max(spec.saves, spec.layers + 1) * state * 8  # a trajectory's float64 copies
+    gram = 3 * spec.batch * cfg.tokens**2 * 8  # the cosines of one saved time
     working = (WORKING_STATES * state + 3 * spec.batch * cfg.tokens * cfg.hidden_dim) * size
     return Estimate(
         {
             "saved states": saved,
+            "measured trajectories": measured,
             "attention scores": _attention_bytes(spec.batch, spec, 3),
             "metric Gram matrices": gram,
             "solver stages": working,
         },
         {
             "saved states": "--saves, --layers, --batch, --tokens, --dim",
+            "measured trajectories": "--saves, --layers, --batch, --tokens, --dim",
             "attention scores": "--tokens, --batch, --heads",
-            "metric Gram matrices": "--tokens, --saves, --layers, --batch",
+            "metric Gram matrices": "--tokens, --batch",
             "solver stages": "--tokens, --dim, --batch",
         },
     )
