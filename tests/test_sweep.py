@@ -234,3 +234,35 @@ def test_the_shipped_sweeps_validate_with_one_distinct_short_name_per_point(monk
         names = [p.name for p in plan.points]
         assert len(set(names)) == len(names) and max(len(n.encode()) for n in names) <= NAME_LIMIT
     assert forward.kind == "run" and forward.points[0].tables["pde"]["tokens"] == 16
+
+
+def test_a_sweep_stopped_by_sigterm_keeps_the_partial_run_tabulates_it_as_interrupted_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    text = TRAIN_BASE.replace("steps = 3", "steps = 100000").replace("eval_every = 1", "eval_every = 50")
+    grid = _file(tmp_path, text + "[sweep]\nworkers = 1\n[grid]\nseed = [0, 1]\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "pdesim", "sweep", str(grid), "--out", str(out), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").glob(".seed=0.*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)  # training has begun
+    sweep_process.send_signal(signal.SIGTERM)
+    stdout, _ = sweep_process.communicate(timeout=180)
+    assert sweep_process.returncode == 130 and "interrupted: the points finished so far" in stdout
+    summary = json.loads((out / "runs" / "seed=0" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["steps_done"] < 100000
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["status"].tolist() == ["interrupted", "not run"] and runs["exit_code"].fillna(-1).tolist() == [130, -1]
+    assert pd.read_csv(out / "table.csv")["runs"].tolist() == [0] and not list((out / "failures").iterdir())
+    assert not list((out / "runs").glob(".*"))  # no staging directory left behind

@@ -121,7 +121,9 @@ def run_local(plan: SweepPlan, todo: list[SweepPoint], on_start: OnStart, on_don
             live = list(_LIVE)
         for process in live:  # pdesim treats SIGTERM as Ctrl-C: each saves its partial run and exits with 130
             process.send_signal(signal.SIGTERM)
-        wait(futures)  # the interrupted points report their outcomes as their processes exit
+        # the interrupted points report their outcomes as their processes exit (a cancelled future
+        # never counts as done for wait(): leave those out)
+        wait([future for future in futures if not future.cancelled()])
         raise
     pool.shutdown()
 
