@@ -266,3 +266,13 @@ def test_a_sweep_stopped_by_sigterm_keeps_the_partial_run_tabulates_it_as_interr
     assert runs["status"].tolist() == ["interrupted", "not run"] and runs["exit_code"].fillna(-1).tolist() == [130, -1]
     assert pd.read_csv(out / "table.csv")["runs"].tolist() == [0] and not list((out / "failures").iterdir())
     assert not list((out / "runs").glob(".*"))  # no staging directory left behind
+
+
+def test_a_ray_cluster_out_of_reach_is_one_line_and_leaves_nothing_on_disk(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'pdesim[ray]'); the Ray engine is untested")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["sweep", str(_file(tmp_path, TWO_SEEDS)), "--engine", "ray", "--address", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdesim: error: cannot start or reach a Ray cluster at auto: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]

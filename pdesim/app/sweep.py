@@ -25,7 +25,17 @@ from ..config import ConfigError
 from .stopping import sigterm_as_interrupt
 from .sweep_engines import ENGINES, PointOutcome, _import_ray, run_local, run_ray
 from .sweep_figure import sweep_figure
-from .sweep_plan import SweepPlan, SweepPoint, check_sweep_dir, grid_points, load_plan, point_label, point_name, prepare
+from .sweep_plan import (
+    SWEEP_MARK,
+    SweepPlan,
+    SweepPoint,
+    check_sweep_dir,
+    grid_points,
+    load_plan,
+    point_label,
+    point_name,
+    prepare,
+)
 from .sweep_table import INTERRUPTED, write_tables
 
 __all__ = ["SweepOutcome", "grid_points", "point_label", "point_name", "run_sweep", "sweep"]
@@ -106,7 +116,8 @@ def sweep(
     if engine == "ray":
         _import_ray()
     todo = check_sweep_dir(plan)
-    prepare(plan, todo)
+    if engine != "ray":
+        prepare(plan, todo)
     waiting = {point.name for point in todo}
     codes: dict[str, int | None] = {point.name: 0 for point in plan.points if point.name not in waiting}
     progress = _Progress(len(plan.points), len(codes), quiet=quiet)
@@ -125,13 +136,15 @@ def sweep(
             if runner is not None:
                 _run_in_process(plan, todo, runner, progress.started, on_done)
             elif engine == "ray":
-                run_ray(plan, todo, progress.started, on_done, address=address)
+                run_ray(plan, todo, progress.started, on_done, address=address, prepare=lambda: prepare(plan, todo))
             else:
                 run_local(plan, todo, progress.started, on_done)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
+    if interrupted and not (plan.out / SWEEP_MARK).exists():  # stopped before anything was written
+        raise KeyboardInterrupt
     runs, _ = write_tables(plan, codes)
     sweep_figure(plan, runs)
     return SweepOutcome(

@@ -137,14 +137,21 @@ def _import_ray() -> ModuleType:
 
 
 def run_ray(
-    plan: SweepPlan, todo: list[SweepPoint], on_start: OnStart, on_done: OnDone, *, address: str | None = None
+    plan: SweepPlan,
+    todo: list[SweepPoint],
+    on_start: OnStart,
+    on_done: OnDone,
+    *,
+    address: str | None = None,
+    prepare: Callable[[], None] = lambda: None,
 ) -> None:
     """One Ray task per point, with the plan's CPUs and GPU fraction per task; Ray retries lost workers.
 
     With ``address`` it joins that cluster (whose nodes must share the sweep directory and have
     pdesim installed); without, it uses the Ray runtime already started in this process, or starts
     a local one sized for ``plan.workers`` points at a time. Ray schedules the tasks, so a point
-    counts as running from its submission.
+    counts as running from its submission. ``prepare`` writes the points' configs once Ray is
+    reached, so that a cluster out of reach leaves nothing on disk.
     """
     ray = _import_ray()
     started = False
@@ -161,6 +168,7 @@ def run_ray(
                 where = f"at {address}" if address else "here"
                 raise ConfigError(f"cannot start or reach a Ray cluster {where}: {str(err).splitlines()[0]}") from None
             started = True
+        prepare()
         with sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler, which aborts
             _collect(ray, plan, _submit(ray, plan, todo, on_start), on_done)
     finally:
