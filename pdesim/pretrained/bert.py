@@ -19,26 +19,18 @@ import torch
 
 from ..config import ConfigError, PDEConfig
 from ..model import MasterPDE
+from . import weights
 from .architecture import Imported
 from .embedding import TokenEmbedding
-from .weights import (
-    Checkpoint,
-    EmbeddingNames,
-    LayerNames,
-    activation,
-    fill_embedding,
-    fill_layer,
-    layer_config,
-    require,
-)
+from .weights import Checkpoint, activation, fill_embedding, fill_layer, layer_config, require
 
 PREFIXES = ("bert.",)  # BertForMaskedLM, BertForSequenceClassification, ... keep the model under "bert."
 PROBE = "embeddings.word_embeddings.weight"
-EMBEDDING = EmbeddingNames(
+EMBEDDING = weights.EmbeddingNames(
     word="embeddings.word_embeddings.weight", position="embeddings.position_embeddings.weight",
     token_type="embeddings.token_type_embeddings.weight", norm="embeddings.LayerNorm",
 )
-LAYER = LayerNames(
+LAYER = weights.LayerNames(
     attention=("attention.self.query", "attention.self.key", "attention.self.value"),
     attention_output="attention.output.dense", ln1="attention.output.LayerNorm",
     ffn_in="intermediate.dense", ffn_out="output.dense", ln2="output.LayerNorm",

@@ -20,24 +20,15 @@ import torch
 from torch import nn
 
 from ..model import MasterPDE
+from . import weights
 from .architecture import Imported
 from .embedding import TokenEmbedding
-from .weights import (
-    Checkpoint,
-    EmbeddingNames,
-    LayerNames,
-    activation,
-    fill_embedding,
-    fill_layer,
-    fill_layernorm,
-    layer_config,
-    require,
-)
+from .weights import Checkpoint, activation, fill_embedding, fill_layer, fill_layernorm, layer_config, require
 
 PREFIXES = ("transformer.",)  # GPT2LMHeadModel and the other heads keep the model under "transformer."
 PROBE = "wte.weight"
-EMBEDDING = EmbeddingNames(word="wte.weight", position="wpe.weight")
-LAYER = LayerNames(
+EMBEDDING = weights.EmbeddingNames(word="wte.weight", position="wpe.weight")
+LAYER = weights.LayerNames(
     attention=("attn.c_attn",), attention_output="attn.c_proj", ln1="ln_1", ffn_in="mlp.c_fc", ffn_out="mlp.c_proj",
     ln2="ln_2", conv1d=True,
 )
