@@ -12,9 +12,9 @@ The step time t and size h enter the compiled step as 0-d float64 tensors, so th
 tensor t (``float(t)`` works, with a graph break): one graph serves every step, where Python
 floats would recompile as t changes (and torch 2.13's symbolic floats gave wrong states for a
 field using t). Compile time is paid up front and reported: ``prepare`` makes two warm-up steps
-from u0 (their results are discarded) and reports their wall time as ``stats["compile_time"]``. Graphs are specialised per shape
-(``dynamic=False``): each new state shape compiles once (torch keeps up to its recompile limit,
-8 by default, per process; beyond it the step runs eager).
+from u0 (their results are discarded) and reports their wall time as ``stats["compile_time"]``.
+Graphs are specialised per shape (``dynamic=False``): each new state shape compiles once (torch
+keeps up to its recompile limit, 8 by default, per process; beyond it the step runs eager).
 torch keeps the compiled code for the process, and a later solve with the same field, method,
 projection, shape, dtype, device and grad mode (a training loop solving every batch) skips the
 eager probe step and the warm-up and reports ``compile_time`` 0.0.
