@@ -404,7 +404,8 @@ def _compare_text(run_dir: str, summary: dict[str, Any], kind: str) -> str:
         return f"== {run_dir}: preset {summary['preset']}\n" + summary_table(summary)
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
-        raise RunDirError(f"{Path(run_dir) / 'summary.json'} is damaged ({what}); it is not a complete pdesim summary") from None
+        path = Path(run_dir) / "summary.json"
+        raise RunDirError(f"{path} is damaged ({what}); it is not a complete pdesim summary") from None
 
 
 def _compare(args: argparse.Namespace) -> int:
