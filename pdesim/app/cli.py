@@ -383,7 +383,8 @@ def _sweep(args: argparse.Namespace) -> int:
     print(outcome.table)
     print(
         f"{outcome.points} points: {outcome.skipped} finished earlier (skipped), {outcome.done} done, "
-        f"{outcome.failed} failed" + (f" (exit codes and stderr in {outcome.out / 'failures'})" if outcome.failed else "")
+        f"{outcome.failed} failed"
+        + (f" (exit codes and stderr in {outcome.out / 'failures'})" if outcome.failed else "")
     )
     print(f"sweep directory: {outcome.out}")
     if outcome.interrupted:
