@@ -86,6 +86,19 @@ def test_diffusion_alone_has_exponents_below_zero_approaching_it():
     assert (found.spectrum <= 1e-12).all()
 
 
+def test_the_run_spectrum_without_residual_agrees_with_a_fine_rk4_reference():
+    """The decay replacing the residual bounds the cheap step: a step past 2/κ_r would read growth."""
+    import probes
+    from pdesim.app.presets import preset_spec
+
+    model = MasterPDE(preset_spec("standard").pde.replace(residual=False))  # the default run's size
+    u0 = model.initial_state(batch=1)
+    cheap = M.flow_lyapunov(model, u0, torch.linspace(0, 8, 41))
+    reference = probes.lyapunov_spectrum(model, u0, 8.0, k=4, dt=0.05, method="rk4", renormalize_every=0.5, seed=0)
+    assert max(cheap.spectrum) == pytest.approx(max(reference["final"]).item(), abs=0.05)
+    assert max(cheap.spectrum) < 0
+
+
 def test_the_layer_map_spectrum_of_a_diagonal_map_is_the_log_of_its_factors_per_unit_depth():
     factors = torch.tensor([2.0, 1.0, 0.5, 0.25], dtype=torch.float64)
     u0 = torch.randn(2, 1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
