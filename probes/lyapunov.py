@@ -83,12 +83,14 @@ def _renormalized_run(
     method: str,
     renormalize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fill_shape: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Integrates the stacked (u, v₁, …) over [t0, t_end] in segments of ``every`` time units.
 
     ``renormalize`` returns (new stack, log growth (B, ...)) at each segment's end; ``project``
     (of u, e.g. a post-LN model's projection) acts on u after every step and on each v by its
-    derivative.
+    derivative. ``fill_shape``: the shape of one sample's log growth, for the nan rows of a run
+    that stopped before its first renormalization.
     """
     t0 = float(t0)
     ends = _segment_ends(t0, float(t_end), float(every))
@@ -108,7 +110,7 @@ def _renormalized_run(
         running.append(log_growth / (end - t0))
         start = end
     # A run that stopped early (non-finite state) leaves nan for the rest: an explosion is a finding.
-    shape = running[0].shape if running else (batch,)
+    shape = running[0].shape if running else (batch, *fill_shape)
     while len(running) < len(ends):
         running.append(torch.full(shape, math.nan, dtype=torch.float64, device=pair.device))
     exponents = torch.stack(running)  # (K, B) or (K, B, k)
@@ -212,7 +214,7 @@ def lyapunov_spectrum(
     stack = torch.cat([u0.unsqueeze(0), frame])
     run = _renormalized_run(
         stack_field, stack, t0, t_end, every=renormalize_every, dt=dt, method=method, renormalize=orthonormalize,
-        project=project,
+        project=project, fill_shape=(k,),
     )
     exponents = run["exponents"]  # (K, B, k)
     return {

@@ -485,3 +485,10 @@ def test_probes_do_not_import_pdesim():
     for source in pathlib.Path(probes.__file__).parent.glob("*.py"):
         text = source.read_text()
         assert "import pdesim" not in text and "from pdesim" not in text, source.name
+
+
+def test_a_spectrum_whose_first_segment_blows_up_is_k_nans_not_a_scalar():
+    exploding = lambda t, u: 1e3 * u.pow(3)  # noqa: E731 -- finite-time blow-up within the first step
+    result = probes.lyapunov_spectrum(exploding, torch.ones(1, 4, 2, dtype=torch.float64), 2.0, k=3, dt=0.5)
+    assert result["final"].shape == (3,) and bool(result["final"].isnan().all())
+    assert result["per_sample"].shape == (1, 3)
