@@ -57,7 +57,7 @@ def test_printed_numbers_parse_with_their_precision():
 
 
 FLAGS = {"standard": (), "`--no-layernorm`": ("--no-layernorm",), "`--no-residual`": ("--no-residual",)}
-COLUMNS = ("norm_growth", "growth_rate", "final_mean_cosine", "final_residual")
+COLUMNS = ("norm_growth", "growth_rate", "final_mean_cosine", "final_residual", "lyapunov")
 
 
 def test_the_drift_and_explosion_table_is_what_the_runs_beside_it_print(tmp_path):
