@@ -102,12 +102,18 @@ def check_out(out: Path, *, overwrite: bool = False) -> Path:
                 )
             if not overwrite:
                 raise RunDirError(f"--out {out} holds an earlier pdesim run; pass --overwrite to replace it")
-    parent = out.absolute().parent
+    unwritable = unwritable_parent(out)
+    if unwritable is not None:
+        raise RunDirError(f"--out {out}: cannot write into {unwritable}")
+    return out
+
+
+def unwritable_parent(out: Path) -> Path | None:
+    """The nearest existing ancestor of ``out`` when it is not a writable directory, else None."""
+    parent = Path(out).absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise RunDirError(f"--out {out}: cannot write into {parent}")
-    return out
+    return None if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK) else parent
 
 
 # A staging directory's name: ``.<out name>.pdesim-staging-<pid>-<random>``; nothing else matches it.

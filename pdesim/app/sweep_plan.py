@@ -34,7 +34,7 @@ import solvers
 from ..config import ConfigError, PDEConfig, check_choice, check_int, check_number
 from ..train import TrainSpec
 from . import tomlio
-from .rundir import RUN_DIR_ENTRIES, written_by_pdesim
+from .rundir import RUN_DIR_ENTRIES, unwritable_parent, written_by_pdesim
 from .spec import RunSpec
 
 if sys.version_info >= (3, 11):
@@ -265,11 +265,9 @@ def check_sweep_dir(plan: SweepPlan) -> list[SweepPoint]:
         entries = {entry.name for entry in out.iterdir()}
         if entries and SWEEP_MARK not in entries:
             raise ConfigError(f"--out {out} exists and is not a pdesim sweep directory; choose another --out")
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: cannot write into {parent}")
+    unwritable = unwritable_parent(out)
+    if unwritable is not None:
+        raise ConfigError(f"--out {out}: cannot write into {unwritable}")
     if out.exists() and not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: cannot write into it")
     todo = []
