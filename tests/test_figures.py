@@ -73,8 +73,9 @@ def test_a_pure_decay_has_every_exponent_at_minus_its_rate():
     found = M.flow_lyapunov(model, model.initial_state(batch=2), torch.linspace(0, 4, 17, dtype=torch.float64))
     # the midpoint rule at dt = 0.25: log(1 - 0.125 + 0.0078125) / 0.25 = -0.4986
     assert torch.allclose(found.largest, torch.full_like(found.largest, -0.4986), atol=1e-3)
-    # the spectrum's cheap midpoint steps of dt = T/4 = 1 decay by 1 - 0.5 + 0.125 per step
-    assert torch.allclose(found.spectrum, torch.full((4,), math.log(0.625), dtype=torch.float64), atol=1e-9)
+    # the spectrum's midpoint steps of dt = T/16 = 0.25 decay by 1 - 0.125 + 0.0078125 per step
+    per_unit_time = math.log(1 - 0.125 + 0.0078125) / 0.25
+    assert torch.allclose(found.spectrum, torch.full((4,), per_unit_time, dtype=torch.float64), atol=1e-9)
 
 
 def test_diffusion_alone_has_exponents_below_zero_approaching_it():
