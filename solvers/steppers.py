@@ -10,6 +10,7 @@ wrapper in; the fixed-grid driver (``solvers.fixed``) owns time, saving, project
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -37,36 +38,33 @@ class ExplicitRK:
         self._weights = tuple((i, b) for i, b in enumerate(tableau.b) if b != 0.0)
 
     def step(self, f: Field, t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
-        """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``.
-
-        ``t`` and ``dt`` may be 0-d tensors (the compiled step, ``solvers.compiled``): the stage
-        sums are then ``addcmul`` by a tensor, which a compiled graph keeps (``add(alpha=)`` needs
-        a Python number, and reading one would break the graph at every stage).
-        """
-        if isinstance(dt, torch.Tensor):
-            return self._step_tensor_dt(f, t, u, dt)
+        """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``; ``t``, ``dt`` may be 0-d tensors."""
+        axpy = axpy_for(dt)
         ks: list[torch.Tensor] = []
         for c, row in self._stages:
             stage = u
             for j, a in row:
-                stage = stage.add(ks[j], alpha=dt * a)
+                stage = axpy(stage, ks[j], dt * a)
             ks.append(f(t + c * dt, stage))
         out = u
         for i, b in self._weights:
-            out = out.add(ks[i], alpha=dt * b)
+            out = axpy(out, ks[i], dt * b)
         return out
 
-    def _step_tensor_dt(self, f: Field, t: Any, u: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        ks: list[torch.Tensor] = []
-        for c, row in self._stages:
-            stage = u
-            for j, a in row:
-                stage = stage.addcmul(ks[j], dt * a)
-            ks.append(f(t + c * dt, stage))
-        out = u
-        for i, b in self._weights:
-            out = out.addcmul(ks[i], dt * b)
-        return out
+
+def _add_scaled_by_number(x: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    return x.add(k, alpha=scale)
+
+
+def _add_scaled_by_tensor(x: torch.Tensor, k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x.addcmul(k, scale)
+
+
+def axpy_for(dt: float | torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
+    """x + scale·k for a step ``dt``: ``add(alpha=)`` for a Python number; ``addcmul`` for a 0-d tensor
+    (the compiled step, ``solvers.compiled``), which a compiled graph keeps where reading the number
+    out of the tensor would break the graph at every stage."""
+    return _add_scaled_by_tensor if isinstance(dt, torch.Tensor) else _add_scaled_by_number
 
 
 def explicit_rk(method: str) -> ExplicitRK:
@@ -232,7 +230,7 @@ class Semilinear:
         factors = self._factors(A, u, dt)
         n0 = N(t, u)
         if self.scheme == "imex-euler":
-            explicit = u.addcmul(n0, dt) if isinstance(dt, torch.Tensor) else u.add(n0, alpha=dt)
+            explicit = axpy_for(dt)(u, n0, dt)
             return A.from_spectral(A.to_spectral(explicit) * factors[0])
         decay, p1 = factors[0], factors[1]
         a_hat = decay * A.to_spectral(u) + p1 * A.to_spectral(n0)
