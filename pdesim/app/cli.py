@@ -19,6 +19,7 @@ from typing import Any
 import solvers
 
 from ..config import NORMS, ConfigError, check_choice
+from ..stopping import sigterm_as_interrupt
 from ..train import TrainSpec
 from ..transformer import POSITIONS
 from . import budget, pretrained_run, threads, tomlio
@@ -29,7 +30,6 @@ from .rundir import RunDirError, check_out, read_metrics, read_summary, staged_d
 from .runner import planned_arms, run, run_name
 from .spec import RunSpec
 from .stability import stability_report
-from .stopping import sigterm_as_interrupt
 from .summary import run_notes
 from .sweep import sweep as run_sweep_file
 from .train_dir import read_train_rows, run_training

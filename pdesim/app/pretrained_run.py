@@ -37,6 +37,7 @@ import solvers
 
 from ..config import DTYPES, NORMS, ConfigError, check_bool, check_choice, check_int, check_positive
 from ..pretrained import PretrainedModel, load_pretrained
+from ..stopping import held_interrupts
 from . import budget, tomlio
 from .arms import MAIN, STANDARD, Arm, ArmResult
 from .figures import run_figures
@@ -45,7 +46,6 @@ from .rundir import (
     CSV_COLUMNS,
     Written,
     check_out,
-    held_interrupts,
     staged_directory,
     write_figures_interruptibly,
     write_rows,

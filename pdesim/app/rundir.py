@@ -23,9 +23,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..stopping import held_interrupts
 from . import tomlio
 from .measure import METRIC_COLUMNS
 from .runner import RunOutcome
@@ -195,22 +194,6 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
     marked = {MARK: {"version": __version__}, **{k: v for k, v in summary.items() if k != MARK}}
     path.write_text(json.dumps(json_safe(marked), indent=2) + "\n")
-
-
-@contextmanager
-def held_interrupts() -> Iterator[list[int]]:
-    """Within the block, Ctrl-C and SIGTERM wait: the signals received are listed in what it yields."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # handlers can be set in the main thread only
-        yield received
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError
-from .stopping import sigterm_as_interrupt
+from ..stopping import sigterm_as_interrupt
 from .sweep_engines import ENGINES, PointOutcome, _import_ray, run_local, run_ray
 from .sweep_figure import sweep_figure
 from .sweep_plan import (

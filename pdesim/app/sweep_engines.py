@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..config import ConfigError
-from .stopping import sigterm_as_interrupt
+from ..stopping import sigterm_as_interrupt
 from .sweep_plan import SweepPlan, SweepPoint
 
 ENGINES = ("local", "ray")

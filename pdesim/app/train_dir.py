@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..stopping import held_interrupts, sigterm_as_interrupt
 from ..train import TrainOutcome, TrainSpec, prepare, train
 from . import tomlio
 from .rundir import (
     check_out,
-    held_interrupts,
     json_safe,
     read_rows,
     staged_directory,
@@ -31,7 +31,6 @@ from .rundir import (
     write_rows,
     write_summary,
 )
-from .stopping import sigterm_as_interrupt
 from .train_figures import training_figures
 
 TRAIN_COLUMNS = (

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..classifier import Classifier
+from ..stopping import held_interrupts
 from ..tasks import TaskData
 from .checkpoint import read_checkpoint, restore, save_checkpoint
 from .data import batch_stream, load_data
@@ -140,19 +140,10 @@ class _Snapshot:
 @contextmanager
 def _whole_step() -> Iterator[None]:
     """Holds Ctrl-C and SIGTERM back until the block is done, so an update is applied whole or not at all."""
-    if threading.current_thread() is not threading.main_thread():
+    with held_interrupts() as caught:
         yield
-        return
-    caught: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(s, lambda number, frame: caught.append(number)) for s in signals]
-    try:
-        yield
-    finally:
-        for number, handler in zip(signals, previous):
-            signal.signal(number, handler)
-        if caught:
-            signal.raise_signal(caught[0])  # now the handler the caller had sees it
+    if caught:
+        signal.raise_signal(caught[0])  # now the handler the caller had sees it
 
 
 def _update(
