@@ -112,3 +112,10 @@ def test_ctrl_c_saves_the_partial_run_and_says_so(tmp_path, capsys, monkeypatch)
     assert summary["arms"]["standard"]["status"] == "interrupted"
     assert "interrupted: the partial run" in capsys.readouterr().out
     assert math.isfinite(summary["arms"]["standard"]["norm_growth"])
+
+
+def test_a_compiled_run_says_how_long_compiling_took(tmp_path, capsys):
+    code, summary, _ = _run(tmp_path, "--compile", "--t-end", "0.5", "--saves", "3", "--layers", "2")
+    compile_time = summary["arms"]["standard"]["compile_time"]
+    assert code == 0 and compile_time > 0
+    assert f"its step was compiled in {compile_time:.1f} s" in capsys.readouterr().out

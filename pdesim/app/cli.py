@@ -330,7 +330,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"N={cfg.tokens} d={cfg.dim} heads={cfg.heads} D={cfg.diffusion} bc={cfg.bc} seed={cfg.seed}", file=log)
     print(arm_settings(planned_arms(spec), spec), file=log)
     print(summary_table(outcome.summary), file=log)
-    print("\n".join(run_notes(outcome.summary)), file=log, end="\n" if run_notes(outcome.summary) else "")
+    notes = run_notes(outcome.summary)
+    print("\n".join(notes), file=log, end="\n" if notes else "")
     for label, arm in outcome.summary["arms"].items():
         if arm["status"] != "success":
             print(f"{label}: {arm['status']}: {arm['message']}", file=log)

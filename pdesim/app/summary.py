@@ -73,6 +73,7 @@ def summarize_arm(result: ArmResult, spec: RunSpec) -> tuple[dict[str, Any], lis
         "nfe": sol.stats.get("nfe"),
         "steps": sol.stats.get("steps"),
         "wall_time": sol.stats.get("wall_time"),
+        "compile_time": sol.stats.get("compile_time"),  # None unless the run compiled its step (--compile)
         "energy_is_exact": bool(model.energy_is_exact),
     }
     summary["blowup_threshold"] = spec.blowup
@@ -129,6 +130,8 @@ def run_notes(summary: dict[str, Any]) -> list[str]:
     lines = []
     for label, arm in summary.get("arms", {}).items():
         lines.extend(f"warning: {label}: {warning}" for warning in arm.get("warnings", ()))
+        if arm.get("compile_time") is not None:
+            lines.append(f"note: {label}: its step was compiled in {arm['compile_time']:.1f} s (once per shape)")
         if arm.get("pairing"):
             sources = arm.get("sources", {})
             lines.append(f"note: {label}: {sources.get('pde')} beside {sources.get('transformer')}: {arm['pairing']}")
