@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 Field = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -31,9 +32,15 @@ def forward_mode_safe() -> Iterator[None]:
 
 
 def jvp(system: Field, t: Any, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f(t, u), ∂f/∂u(t, u)·v) in one forward-mode pass."""
-    with torch.no_grad(), forward_mode_safe():
-        return torch.func.jvp(lambda x: system(t, x), (u,), (v,))
+    """(f(t, u), ∂f/∂u(t, u)·v) in one forward-mode pass.
+
+    Dual tensors (``torch.autograd.forward_ad``) rather than ``torch.func.jvp``: the same numbers,
+    at about half the cost on the master PDE's field (no functorch transform around every call).
+    """
+    with torch.no_grad(), forward_mode_safe(), forward_ad.dual_level():
+        out = system(t, forward_ad.make_dual(u, v))
+        primal, tangent = forward_ad.unpack_dual(out)
+    return primal, torch.zeros_like(primal) if tangent is None else tangent
 
 
 def dense_jacobian(system: Field, u: torch.Tensor, t: Any = 0.0) -> torch.Tensor:

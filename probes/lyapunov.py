@@ -21,7 +21,7 @@ import torch
 
 import solvers
 
-from .autodiff import forward_mode_safe, jvp
+from .autodiff import jvp
 
 Field = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -65,8 +65,7 @@ def _tangent_projection(project: Callable[[torch.Tensor], torch.Tensor] | None):
         return None
 
     def project_stack(stack: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), forward_mode_safe():
-            outs = [torch.func.jvp(project, (stack[0],), (v,)) for v in stack[1:]]
+        outs = [jvp(lambda _t, x: project(x), None, stack[0], v) for v in stack[1:]]
         return torch.stack([outs[0][0]] + [tangent for _, tangent in outs])
 
     return project_stack
@@ -132,7 +131,7 @@ def ftle(
 ) -> dict[str, Any]:
     """Largest finite-time Lyapunov exponent of du/dt = system(t, u) from u0 over [t0, t_end].
 
-    Integrates (u, v) with dv/dt = ∂f/∂u(t, u)·v (``torch.func.jvp``) by ``solvers.solve`` with
+    Integrates (u, v) with dv/dt = ∂f/∂u(t, u)·v (``probes.jvp``, forward-mode dual tensors) by ``solvers.solve`` with
     ``method`` and step ``dt``, from ``direction`` (normalized per sample) or a seeded random unit
     v per sample. ``project`` (e.g. a post-LN model's ``projection``) is applied after every step to
     u, and its derivative DP(u) to v: the exponent of the projected integrator. Returns "t" (K,)

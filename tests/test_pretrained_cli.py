@@ -157,6 +157,25 @@ def test_a_pretrained_run_writes_both_arms_and_the_no_layernorm_one_grows_5_time
     assert "relative gap between the h = 1 network and the PDE at T = 3" in capsys.readouterr().out
 
 
+def test_ctrl_c_during_a_pretrained_networks_run_keeps_the_solved_pde_and_exits_130(
+    bert, tmp_path, monkeypatch, capsys
+):
+    from pdesim.app import pretrained_run
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrained_run, "_complete_arm", ctrl_c)  # the PDE is solved, its network not yet run
+    out = tmp_path / "run"
+    assert cli.main(["run", "--pretrained", bert, "--ids", "1,5,9", "--no-layernorm", "--out", str(out)]) == 130
+    assert "interrupted: the partial run (arms solved so far) is saved" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and list(summary["arms"]) == ["bert norm=none"]
+    arm = summary["arms"]["bert norm=none"]
+    assert arm["status"] == "success" and "transformer" not in arm
+    assert sorted(np.load(out / "states.npz")) == ["arm0__pde_t", "arm0__pde_u"]
+
+
 def test_a_switch_the_model_already_has_runs_one_arm_not_two_alike(bert, tmp_path):
     out = tmp_path / "run"
     assert cli.main(["run", "--pretrained", bert, "--ids", "1,5,9", "--norm", "post", "--out", str(out)]) == 0

@@ -98,6 +98,26 @@ def test_ctrl_c_while_the_figures_are_drawn_keeps_the_run_with_the_figures_so_fa
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left
 
 
+def test_ctrl_c_while_an_arms_exponents_run_keeps_its_pde_solution_and_says_what_was_not_measured(
+    tmp_path, monkeypatch, capsys
+):
+    from pdesim.app import arms
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arms, "map_lyapunov", ctrl_c)  # after the PDE, its exponents and the Transformer
+    out = tmp_path / "run"
+    assert _run("--no-residual", "--out", str(out)) == 130
+    assert "interrupted: the partial run (arms finished so far) is saved" in capsys.readouterr().out
+    summary = _summary(out)
+    assert summary["interrupted"] is True and list(summary["arms"]) == ["no-residual"]  # the standard arm never ran
+    arm = summary["arms"]["no-residual"]
+    assert arm["status"] == "success" and arm["lyapunov_method"].startswith("tangent flow")
+    assert arm["transformer"]["lyapunov_method"].startswith("not measured")
+    assert np.load(out / "states.npz")["no_residual__pde_u"].shape == (3, 2, 8, 8)
+
+
 def test_ctrl_c_while_the_data_is_written_is_held_until_it_is_complete(tmp_path, monkeypatch, capsys):
     original = rundir.write_rows
 

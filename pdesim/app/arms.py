@@ -146,8 +146,8 @@ def matching_model(cfg: PDEConfig) -> MasterPDE:
     return MasterPDE(Transformer.continuous_config(cfg))
 
 
-def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
-    """Solves the arm's PDE and runs its Transformer with the same weights (no gradients)."""
+def solve_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
+    """The arm's PDE solved (no gradients): a result the run keeps even if what follows is interrupted."""
     model = matching_model(arm.cfg)
     u0 = model.initial_state(batch=spec.batch)
     fixed = arm.solver in solvers.FIXED_METHODS
@@ -167,16 +167,25 @@ def run_arm(arm: Arm, spec: RunSpec, *, progress: bool = False) -> ArmResult:
             callbacks=[solvers.Progress()] if progress else (),
             compile=spec.compile,
         )
-    result = ArmResult(arm, model, sol)
-    if sol.status == solvers.Status.INTERRUPTED:
-        return result
+    return ArmResult(arm, model, sol)
+
+
+def complete_arm(result: ArmResult, spec: RunSpec) -> None:
+    """Adds to a solved arm, in place, its flow's exponents, then its Transformer's states and exponents.
+
+    Each part is stored whole once computed, so a Ctrl-C between parts leaves a result whose
+    missing parts read as "not measured" in its summary.
+    """
+    arm, model, sol = result.arm, result.model, result.solution
+    u0 = sol.u[0]
+    fixed = arm.solver in solvers.FIXED_METHODS
     projected = (arm.solver, arm.dt) if fixed and model.projection is not None else None
     result.lyapunov["pde"] = flow_lyapunov(model, u0, sol.t, projected=projected)
     if arm.transformer:
         discrete = model if discrete_norm(arm.cfg) == arm.cfg.norm else matching_model(arm.cfg.replace(norm="post"))
         tf = Transformer.from_pde(discrete, layers=spec.layers, t_end=spec.t_end)
         with torch.no_grad():
-            result.layer_states = tf(u0, return_all=True)
+            states = tf(u0, return_all=True)
         result.layer_times = torch.linspace(0.0, spec.t_end, spec.layers + 1, dtype=torch.float64)
+        result.layer_states = states  # last: a result with layer_states has its times
         result.lyapunov["transformer"] = map_lyapunov(list(tf.blocks), u0, tf.h, stop=spec.blowup)
-    return result

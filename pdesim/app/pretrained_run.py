@@ -242,22 +242,29 @@ def _solver_for(model: PretrainedModel, spec: PretrainedSpec, role: str) -> str:
     )
 
 
-def _run_arm(role: str, label: str, model: PretrainedModel, u0: torch.Tensor, spec: PretrainedSpec) -> ArmResult:
+def _solve_arm(role: str, label: str, model: PretrainedModel, u0: torch.Tensor, spec: PretrainedSpec) -> ArmResult:
+    """The model's PDE solved over its L layers: kept by the run even if what follows is interrupted."""
     solver = _solver_for(model, spec, role)
     fixed = solver in solvers.FIXED_METHODS
     tolerances = {} if fixed else {"rtol": spec.rtol, "atol": spec.atol}
     with torch.no_grad():
         sol = model.solve(u0, method=solver, steps_per_layer=spec.steps_per_layer, blowup=spec.blowup, **tolerances)
-        states = model.transformer(u0, return_all=True)
     cfg = model.layers[0].cfg
     arm = Arm(role, label, cfg, solver, 1.0 / spec.steps_per_layer if fixed else None)
-    times = torch.arange(model.depth + 1, dtype=torch.float64)
-    result = ArmResult(arm, _NoEnergy(), sol, times, states)  # type: ignore[arg-type]
-    # The network's layer maps get their exponents (one JVP per layer); the flow's need a single field over
-    # [0, L] with its own projection, which a per-layer import is not (notebook 08 takes its tangent flow).
-    result.lyapunov["transformer"] = map_lyapunov(list(model.transformer.blocks), u0, 1.0, stop=spec.blowup)
+    result = ArmResult(arm, _NoEnergy(), sol)  # type: ignore[arg-type]
+    # The flow's exponents need a single field over [0, L] with its own projection, which a per-layer
+    # import is not (notebook 08 takes its tangent flow); the network's layer maps get theirs below.
     result.lyapunov["pde"] = unmeasured("not measured for an imported model's PDE (see notebook 08)")
     return result
+
+
+def _complete_arm(result: ArmResult, model: PretrainedModel, u0: torch.Tensor, spec: PretrainedSpec) -> None:
+    """Adds the h = 1 network's layer states, then its layer maps' exponents (one JVP per layer), in place."""
+    with torch.no_grad():
+        states = model.transformer(u0, return_all=True)
+    result.layer_times = torch.arange(model.depth + 1, dtype=torch.float64)
+    result.layer_states = states  # last: a result with layer_states has its times
+    result.lyapunov["transformer"] = map_lyapunov(list(model.transformer.blocks), u0, 1.0, stop=spec.blowup)
 
 
 def _label(model: PretrainedModel) -> str:
@@ -280,8 +287,18 @@ def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, t
     u0 = pm.embed(ids).detach()
     switched = switched_model(pm, spec)
     models = [(MAIN, switched), (STANDARD, pm)] if switched is not None else [(MAIN, pm)]
-    results = [_run_arm(role, ("trained " if model is pm else "") + _label(model), model, u0, spec)
-               for role, model in models]
+    results: list[ArmResult] = []
+    interrupted = False
+    try:  # Ctrl-C keeps every arm solved so far; what it stopped reads "not measured"
+        for role, model in models:
+            result = _solve_arm(role, ("trained " if model is pm else "") + _label(model), model, u0, spec)
+            results.append(result)
+            if result.solution.status == solvers.Status.INTERRUPTED:
+                interrupted = True
+                break
+            _complete_arm(result, model, u0, spec)
+    except KeyboardInterrupt:
+        interrupted = True
     summaries, rows = {}, []
     for result in results:
         arm_summary, arm_rows = summarize_arm(result, spec)  # type: ignore[arg-type]
@@ -292,10 +309,10 @@ def run_pretrained(spec: PretrainedSpec) -> tuple[RunOutcome, PretrainedModel, t
         "description": f"{pm.architecture} from {spec.source} as its PDE and its h = 1 network",
         "model": {"architecture": pm.architecture, "layers": pm.depth, "dim": pm.layers[0].cfg.dim,
                   "heads": pm.layers[0].cfg.heads, "norm": pm.layers[0].cfg.norm, "tokens": int(ids.shape[1])},
-        "interrupted": False,
+        "interrupted": interrupted,
         "arms": summaries,
     }
-    return RunOutcome(spec, results, summary, rows), pm, ids  # type: ignore[arg-type]
+    return RunOutcome(spec, results, summary, rows, interrupted), pm, ids  # type: ignore[arg-type]
 
 
 def write_pretrained_run(outcome: RunOutcome, out: Path, *, log_text: str, overwrite: bool = False) -> Written:
@@ -309,8 +326,9 @@ def write_pretrained_run(outcome: RunOutcome, out: Path, *, log_text: str, overw
             for index, result in enumerate(outcome.results):
                 arrays[f"arm{index}__pde_t"] = result.solution.t.numpy()
                 arrays[f"arm{index}__pde_u"] = result.solution.u.detach().cpu().float().numpy()
-                arrays[f"arm{index}__transformer_t"] = result.layer_times.numpy()
-                arrays[f"arm{index}__transformer_u"] = result.layer_states.detach().cpu().float().numpy()
+                if result.layer_states is not None:  # absent when a Ctrl-C stopped the arm before its network ran
+                    arrays[f"arm{index}__transformer_t"] = result.layer_times.numpy()
+                    arrays[f"arm{index}__transformer_u"] = result.layer_states.detach().cpu().float().numpy()
             np.savez_compressed(staging / "states.npz", **arrays)
             (staging / "run.log").write_text(log_text)
         complete = not received and write_figures_interruptibly(
@@ -386,9 +404,10 @@ def run_command(args: argparse.Namespace, default_out: Path, table: Any) -> int:
             print(f"{label}: relative gap between the h = 1 network and the PDE at T = {pm.depth}: {gap:.4g}", file=log)
         if arm["status"] != "success":
             print(f"{label}: {arm['status']}: {arm['message']}", file=log)
+    if outcome.interrupted:
+        print("interrupted: the partial run (arms solved so far) is saved", file=log)
     written = write_pretrained_run(outcome, out, log_text=log.getvalue(), overwrite=args.overwrite)
     print(log.getvalue() + f"run directory: {written.path}")
     if not written.figures_complete:
         print("interrupted while saving: the run's data is saved, its figures are incomplete", file=sys.stderr)
-        return 130
-    return 0
+    return 130 if outcome.interrupted or not written.figures_complete else 0

@@ -3,7 +3,8 @@
 A run integrates one or more arms (``pdesim.app.arms``) chosen by its preset (the default: the
 configuration asked for, and the standard one beside it when that switches a stabilizer off),
 summarises each (``pdesim.app.summary``) and, when every arm finished, states the preset's
-finding from the arm summaries by role. Ctrl-C keeps the arms finished so far.
+finding from the arm summaries by role. Ctrl-C keeps every arm solved so far; an arm stopped
+while its Transformer or its exponents ran keeps its PDE solution, the rest reads "not measured".
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import solvers
 
-from .arms import Arm, ArmResult, default_arms, describe, is_standard, run_arm
+from .arms import Arm, ArmResult, complete_arm, default_arms, describe, is_standard, solve_arm
 from .presets import check_preset
 from .spec import RunSpec
 from .summary import summarize_arm
@@ -60,11 +61,12 @@ def run(spec: RunSpec, *, progress: bool = False) -> RunOutcome:
     start = time.perf_counter()
     try:
         for arm in arms:
-            result = run_arm(arm, spec, progress=progress)
-            results.append(result)
+            result = solve_arm(arm, spec, progress=progress)
+            results.append(result)  # kept from here on, whatever stops the run
             if result.solution.status == solvers.Status.INTERRUPTED:
                 interrupted = True
                 break
+            complete_arm(result, spec)
         if preset.after and not interrupted and results:
             preset.after(spec, results)
     except KeyboardInterrupt:
