@@ -73,6 +73,16 @@ def test_info_prints_the_stability_report(capsys):
     assert "recommended solver: etd-rk2" in report
 
 
+def test_info_of_the_cfl_preset_checks_each_arms_own_solver_and_step_not_the_runs_unused_defaults(capsys):
+    assert cli.main(["info", "--preset", "cfl", "--tokens", "16", "--dim", "8", "--heads", "2"]) == 0
+    report = capsys.readouterr().out
+    header = report.splitlines()[0]
+    assert header == "stability report: N=16 d=8 bc=neumann h=1.0"  # no solver=rk4 dt=0.05 the arms do not use
+    assert "arm euler tau=0.45: euler at dt=0.45: diffusion number τ = D·dt/h² = 0.45" in report
+    assert "arm euler tau=0.55: euler at dt=0.55: diffusion number τ = D·dt/h² = 0.55" in report
+    assert "euler's real-axis stability bound 2: OUTSIDE" in report and "rk4" not in report
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -117,7 +117,9 @@ def arm_settings(arms: list[Arm], spec: RunSpec) -> str:
     lines = []
     for arm in arms:
         fixed = arm.solver in solvers.FIXED_METHODS
-        step = f"dt={arm.dt:.4g}" if fixed and arm.dt is not None else f"adaptive (rtol={spec.rtol}, atol={spec.atol})"
+        rtol = solvers.DEFAULT_RTOL if spec.rtol is None else spec.rtol
+        atol = solvers.DEFAULT_ATOL if spec.atol is None else spec.atol
+        step = f"dt={arm.dt:.4g}" if fixed and arm.dt is not None else f"adaptive (rtol={rtol:g}, atol={atol:g})"
         t_end = float(arm.t_eval[-1]) if arm.t_eval is not None else spec.t_end
         network = (
             f"; {source_labels(arm.cfg)['transformer']}, L={spec.layers} (h={spec.t_end / spec.layers:.4g})"

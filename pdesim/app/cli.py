@@ -441,8 +441,9 @@ def _info(args: argparse.Namespace) -> int:
     pretrained_run.refuse_input_flags(args)
     spec = resolve_spec(args)
     budget.check_info(spec)
-    print(stability_report(spec))
-    print("the run integrates:\n" + arm_settings(planned_arms(spec), spec))
+    arms = planned_arms(spec)
+    print(stability_report(spec, arms))
+    print("the run integrates:\n" + arm_settings(arms, spec))
     return 0
 
 

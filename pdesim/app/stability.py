@@ -16,8 +16,9 @@ import probes
 import solvers
 from solvers import Laplacian1D
 
+from ..config import PDEConfig
 from ..model import MasterPDE
-from .arms import matching_model
+from .arms import Arm, describe, matching_model
 from .spec import RunSpec
 
 
@@ -41,12 +42,9 @@ def _real_axis_bound(method: str) -> float:
     return float(probes.max_stable_dt(solvers.TABLEAUS[method], torch.tensor([-1.0 + 0j])))
 
 
-def stability_report(spec: RunSpec) -> str:
-    cfg = spec.pde
-    model = matching_model(cfg)
-    lines = [
-        f"stability report: N={cfg.tokens} d={cfg.dim} bc={cfg.bc} h={cfg.spacing} solver={spec.solver} dt={spec.dt}"
-    ]
+def _configuration_lines(cfg: PDEConfig) -> tuple[list[str], float, float]:
+    """(lines on the diffusion spectrum and the Jacobian at u(0), diffusion radius, Jacobian radius)."""
+    lines = []
     table = torch.tensor(cfg.diffusion_table(), dtype=torch.float64)
     diffusion_radius = 0.0
     for scale, coefficients in zip(cfg.diffusion_scales, table):
@@ -57,34 +55,67 @@ def stability_report(spec: RunSpec) -> str:
             f"  Laplacian (dilation {scale}): eigenvalues in [{float(eig.min()):.6g}, {float(eig.max()) + 0.0:.6g}]"
             f" (closed form -4/(δh)² sin²(·)); max D = {d_max:g}"
         )
-    fixed = spec.solver in solvers.FIXED_METHODS
     if diffusion_radius > 0:
         tau_star = 2.0 / diffusion_radius  # in units of Δt: Euler on diffusion alone is stable for Δt ≤ this
-        if fixed:
-            tau = spec.dt * float(table.max()) / cfg.spacing**2
-            lines.append(
-                f"  diffusion number τ = D·dt/h² = {tau:.4g}; explicit Euler needs dt ≤ {tau_star:.4g} "
-                f"(τ* = {tau_star * float(table.max()) / cfg.spacing**2:.4g}; τ ≤ 1/2 holds for every N)"
-            )
+        lines.append(
+            f"  explicit Euler on the diffusion needs dt ≤ {tau_star:.4g} "
+            f"(τ* = {tau_star * float(table.max()) / cfg.spacing**2:.4g}; τ ≤ 1/2 holds for every N)"
+        )
     else:
         lines.append("  diffusion: off")
+    model = matching_model(cfg)
     with torch.enable_grad():
         radius = jacobian_spectral_radius(model, model.initial_state(batch=1))
     lines.append(f"  Jacobian spectral radius at u(0) (power iteration): {radius:.4g}")
-    if not fixed:
-        lines.append(f"  {spec.solver} is adaptive: its controller picks stable steps; recommended for accuracy runs")
-        return "\n".join(lines)
-    recommend = "rk4"
-    if spec.solver in solvers.TABLEAUS:
-        bound = _real_axis_bound(spec.solver)
-        product = spec.dt * max(radius, diffusion_radius)
-        verdict = "inside" if product <= bound else "OUTSIDE"
-        lines.append(f"  dt·ρ = {product:.4g} vs {spec.solver}'s real-axis stability bound {bound:.4g}: {verdict}")
-        if product > bound:
-            recommend = "etd-rk2 (diffusion exact)" if diffusion_radius * spec.dt > bound else "a smaller dt, or dopri5"
-        else:
-            recommend = f"{spec.solver} at dt={spec.dt:g}"
+    return lines, diffusion_radius, radius
+
+
+def _step_check(cfg: PDEConfig, solver: str, dt: float, diffusion_radius: float, radius: float) -> tuple[str, str]:
+    """(the step's diffusion number and stability verdict, the solver recommended for this configuration)."""
+    parts = []
+    if diffusion_radius > 0:
+        tau = dt * max(max(row) for row in cfg.diffusion_table()) / cfg.spacing**2
+        parts.append(f"diffusion number τ = D·dt/h² = {tau:.4g}")
+    if solver not in solvers.TABLEAUS:
+        return "; ".join(parts + ["diffusion treated exactly or by splitting"]), f"{solver} at dt={dt:g}"
+    bound = _real_axis_bound(solver)
+    product = dt * max(radius, diffusion_radius)
+    verdict = "inside" if product <= bound else "OUTSIDE"
+    parts.append(f"dt·ρ = {product:.4g} vs {solver}'s real-axis stability bound {bound:.4g}: {verdict}")
+    if product <= bound:
+        recommend = f"{solver} at dt={dt:g}"
     else:
-        recommend = f"{spec.solver} (diffusion treated exactly or by splitting)"
-    lines.append(f"  recommended solver: {recommend}")
+        recommend = "etd-rk2 (diffusion exact)" if diffusion_radius * dt > bound else "a smaller dt, or dopri5"
+    return "; ".join(parts), recommend
+
+
+def stability_report(spec: RunSpec, arms: list[Arm]) -> str:
+    """The report of each configuration the arms integrate, then each arm's solver and step checked against it."""
+    cfg = spec.pde
+    lines = [f"stability report: N={cfg.tokens} d={cfg.dim} bc={cfg.bc} h={cfg.spacing}"]
+    configurations: list[PDEConfig] = []  # the distinct ones, in the arms' order (a config is unhashable)
+    for arm in arms:
+        if arm.cfg not in configurations:
+            configurations.append(arm.cfg)
+    radii = []
+    for configuration in configurations:
+        if len(configurations) > 1:
+            lines.append(f"configuration {describe(configuration)}:")
+        config_lines, diffusion_radius, radius = _configuration_lines(configuration)
+        lines.extend(config_lines)
+        radii.append((diffusion_radius, radius))
+    recommendations = []
+    for arm in arms:
+        if arm.solver not in solvers.FIXED_METHODS:
+            lines.append(f"  arm {arm.label}: {arm.solver} is adaptive: its controller picks stable steps")
+            continue
+        check, recommend = _step_check(arm.cfg, arm.solver, arm.dt, *radii[configurations.index(arm.cfg)])
+        lines.append(f"  arm {arm.label}: {arm.solver} at dt={arm.dt:g}: {check}")
+        recommendations.append(recommend)
+    if recommendations and len(set(recommendations)) == 1:
+        lines.append(f"  recommended solver: {recommendations[0]}")
+    elif recommendations:
+        lines.append("  recommended solver per arm: " + ", ".join(
+            f"{arm.label}: {r}" for arm, r in zip([a for a in arms if a.solver in solvers.FIXED_METHODS],
+                                                  recommendations)))
     return "\n".join(lines)
