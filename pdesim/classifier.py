@@ -130,15 +130,27 @@ class PDEClassifier(Classifier):
 
     Diffusion layers at in-block positions are part of the PDE's field; ``after_embedding`` and
     ``before_head`` act on the initial and the final state. ``between_layers`` has no meaning
-    without layers and is refused.
+    without layers and is refused. ``compile=True`` solves with ``solvers.solve(compile=True)``
+    (one compiled step per state shape and grad mode; the seconds spent in ``compile_time``).
     """
 
-    def __init__(self, cfg: PDEConfig, *, t_end: float, solver: str, dt: float, adjoint: bool, **kwargs: Any):
+    def __init__(
+        self,
+        cfg: PDEConfig,
+        *,
+        t_end: float,
+        solver: str,
+        dt: float,
+        adjoint: bool,
+        compile: bool = False,
+        **kwargs: Any,
+    ):
         if "between_layers" in tuple(kwargs.get("diffusion_at", ())):
             raise ConfigError("diffusion position 'between_layers' needs layers; the PDE model has none")
         super().__init__(cfg, t_end=t_end, per_layer=False, **kwargs)
-        self.t_end, self.solver, self.dt, self.adjoint = t_end, solver, dt, adjoint
+        self.t_end, self.solver, self.dt, self.adjoint, self.compile = t_end, solver, dt, adjoint, compile
         self.last_status = solvers.Status.SUCCESS
+        self.compile_time: float | None = None  # seconds spent compiling the solver's step (None: never compiled)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None, return_states: bool = False):
         mask = self.valid_mask(ids) if mask is None else mask
@@ -157,8 +169,11 @@ class PDEClassifier(Classifier):
             adjoint=self.adjoint,
             project=pde.projection if fixed else None,
             blowup=None,
+            compile=self.compile,
         )
         self.last_status = sol.status
+        if sol.stats.get("compiled"):
+            self.compile_time = (self.compile_time or 0.0) + sol.stats["compile_time"]
         x = self.ln_f(self.blocks.outer_insert("before_head", sol.u[-1], mask))
         logits = self.head(self._pool(x, mask))
         return (logits, sol.u) if return_states else logits

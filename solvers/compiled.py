@@ -46,6 +46,7 @@ _unavailable: dict[str, str] = {}  # backend name → why compiling failed in th
 # (the field, kept alive so that its id is not reused while the entry exists; calls per step)
 _prepared: dict[tuple, tuple[Any, int]] = {}
 _PREPARED_SIZE = 64
+_warned: dict = {}  # the warnings registry of not_covered: what the default filter has shown once
 
 Advance = Callable[[float, torch.Tensor, float], torch.Tensor]
 
@@ -69,10 +70,12 @@ def _compiled() -> Callable[..., torch.Tensor]:
 
 
 def not_covered(reason: str) -> None:
-    """Warns (one line) that compile=True does not apply to this solve, which runs eager."""
+    """Warns (one line, once per process for each reason under the default filter) that compile=True does
+    not apply to this solve, which runs eager: a training loop solving every batch warns once, not per batch."""
     # an explicit location with no source line: the warning prints as one line
     warnings.warn_explicit(
-        f"compile=True {reason}: running eager", CompileUnavailableWarning, "solvers.compiled", 0, "solvers.compiled"
+        f"compile=True {reason}: running eager", CompileUnavailableWarning, "solvers.compiled", 0, "solvers.compiled",
+        registry=_warned,
     )
 
 
@@ -80,7 +83,7 @@ def _scalar(x: float) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float64)
 
 
-def _one_line(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """``Outer: Root: first line of the root cause`` (a backend's own error is wrapped by dynamo)."""
     root, seen = error, {id(error)}
     while True:
@@ -134,7 +137,7 @@ def prepare(
         step(stepper, field, project, _scalar(t0), u0, _scalar(h))
         step(stepper, field, project, _scalar(t0 + h), u0, _scalar(0.5 * h))
     except Exception as error:  # the same step just ran eager: what failed is the compilation
-        _unavailable[backend] = _one_line(error)
+        _unavailable[backend] = describe_error(error)
         not_covered(f"is unavailable here ({_unavailable[backend]})")
         return None, {"compiled": False, "compile_time": None}
     compile_time = time.perf_counter() - start

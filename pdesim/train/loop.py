@@ -42,10 +42,11 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..classifier import Classifier
+from ..classifier import Classifier, PDEClassifier
 from ..stopping import held_interrupts
 from ..tasks import TaskData
 from .checkpoint import read_checkpoint, restore, save_checkpoint
+from .compiling import compiled_forward
 from .data import batch_stream, load_data
 from .measures import evaluate, first_attention_entropy, layer_gradient_norms, representation_similarity
 from .spec import TrainSpec, build_model, check_memory
@@ -97,6 +98,8 @@ class TrainingSetup:
     start: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     earlier_wall_time: float = 0.0
+    forward: Callable[..., Any] | None = None  # what a training step calls: the model, or it compiled (compile=True)
+    compile_time: float | None = None  # seconds the Transformer's compile and warm-up took before the first step
 
 
 def prepare(spec: TrainSpec, resume: Path | None = None) -> TrainingSetup:
@@ -116,6 +119,8 @@ def prepare(spec: TrainSpec, resume: Path | None = None) -> TrainingSetup:
     if checkpoint is not None:
         restore(checkpoint, model, optimizer)
         setup.start, setup.history, setup.earlier_wall_time = checkpoint.step, checkpoint.history, checkpoint.wall_time
+    if spec.compile and not isinstance(model, PDEClassifier):  # the PDE compiles its solver step itself
+        setup.forward, setup.compile_time = compiled_forward(model, next(batch_stream(train_data, spec.batch, 0))[0])
     return setup
 
 
@@ -148,6 +153,7 @@ def _whole_step() -> Iterator[None]:
 
 def _update(
     model: Classifier,
+    forward: Callable[..., Any],
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR,
     spec: TrainSpec,
@@ -158,13 +164,14 @@ def _update(
 ) -> None:
     """One optimizer step; appends its row, with device scalars (and the probes on a log step), to ``into``.
 
-    The update and the append happen together or not at all (``_whole_step``).
+    The update and the append happen together or not at all (``_whole_step``). ``forward`` is the
+    model, or the model compiled (``TrainSpec.compile``): the same parameters.
     """
     optimizer.zero_grad(set_to_none=True)
     if log:
-        logits, states = model(ids, return_states=True)
+        logits, states = forward(ids, return_states=True)
     else:
-        logits = model(ids)
+        logits = forward(ids)
     loss = nn.functional.cross_entropy(logits, labels)
     loss.backward()
     params = [p for p in model.parameters() if p.grad is not None]
@@ -219,6 +226,7 @@ def train(
     """
     setup = setup if setup is not None else prepare(spec, resume)
     model, optimizer, start = setup.model, setup.optimizer, setup.start
+    forward = model if setup.forward is None else setup.forward
     eval_data, train_data = setup.eval_data, setup.train_data
     probe_ids = eval_data.ids[: min(64, len(eval_data))]
     scheduler = make_scheduler(optimizer, spec, start)
@@ -249,7 +257,7 @@ def train(
         replay = batch_stream(train_data, spec.batch, spec.seed, verified.step)
         rerun = make_scheduler(optimizer, spec, verified.step)
         for _ in range(verified.step, first_nonfinite - 1):
-            _update(model, optimizer, rerun, spec, *next(replay), log=False, into=[])
+            _update(model, forward, optimizer, rerun, spec, *next(replay), log=False, into=[])
         scheduler.last_epoch = rerun.last_epoch
         done = pending[: bad + 1]
         pending.clear()
@@ -265,7 +273,7 @@ def train(
             evaluating = (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps
             saving = bool(checkpoint_dir and spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0)
             log = evaluating or saving or (step + 1) % spec.log_every == 0
-            _update(model, optimizer, scheduler, spec, ids, labels, log, into=pending)
+            _update(model, forward, optimizer, scheduler, spec, ids, labels, log, into=pending)
             if not log:
                 continue
             row = pending[-1]
@@ -297,8 +305,18 @@ def train(
         wall_time=setup.earlier_wall_time + wall_time,
         parameters=sum(p.numel() for p in model.parameters()),
         checkpoint="checkpoints/last.safetensors" if checkpoint_dir else None,
+        compile_time=_compile_time(spec, setup),
     )
     return TrainOutcome(spec, rows, summary, model)
+
+
+def _compile_time(spec: TrainSpec, setup: TrainingSetup) -> float | None:
+    """Seconds this run spent compiling (compile=True), None when it ran eager."""
+    if not spec.compile:
+        return None
+    if isinstance(setup.model, PDEClassifier):
+        return setup.model.compile_time
+    return setup.compile_time
 
 
 def _finite_now(row: dict[str, Any]) -> bool:

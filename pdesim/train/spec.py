@@ -71,6 +71,7 @@ class TrainSpec:
     solver: str = "rk4"
     solver_dt: float = 0.25
     adjoint: bool = False
+    compile: bool = False  # torch.compile: the PDE's solver step, or the Transformer's forward pass
     steps: int = 500
     batch: int = 32
     lr: float = 1e-3
@@ -87,7 +88,7 @@ class TrainSpec:
         check_choice("model", self.model, MODELS)
         check_choice("norm", self.norm, NORMS)
         check_choice("pooling", self.pooling, POOLINGS)
-        for name in ("residual", "adjoint"):
+        for name in ("residual", "adjoint", "compile"):
             check_bool(name, getattr(self, name))
         for name, minimum in (
             ("seq_len", 2),
@@ -118,6 +119,11 @@ class TrainSpec:
         self.diffusion_scales = _list("diffusion_scales", self.diffusion_scales)
         for scale in self.diffusion_scales:
             check_int("diffusion scale", scale, 1)
+        if self.adjoint and self.compile:
+            raise ConfigError(
+                "compile=True does not combine with adjoint=True (checkpointed segments are recomputed eagerly); "
+                "choose one"
+            )
         if self.adjoint and self.model != "pde":
             raise ConfigError("adjoint=True needs model='pde': the Transformer has no solver to differentiate through")
         if not isinstance(self.solver, str) or self.solver not in TRAINING_SOLVERS:
@@ -232,6 +238,7 @@ def build_model(spec: TrainSpec, data: TaskData) -> Classifier:
     )
     if spec.model == "pde":
         return PDEClassifier(
-            cfg, t_end=float(spec.layers), solver=spec.solver, dt=spec.solver_dt, adjoint=spec.adjoint, **common
+            cfg, t_end=float(spec.layers), solver=spec.solver, dt=spec.solver_dt, adjoint=spec.adjoint,
+            compile=spec.compile, **common,
         )
     return Classifier(cfg, **common)
