@@ -205,18 +205,16 @@ class Semilinear:
         self._cache: dict[tuple, tuple[Any, tuple, tuple[torch.Tensor, ...]]] = {}
 
     def _factors(self, A: Any, u: torch.Tensor, dt: float) -> tuple[torch.Tensor, ...]:
+        if torch.compiler.is_compiling():
+            # inside a compiled step dt is a traced 0-d tensor: the factors become part of the graph
+            # (fused with the step's other kernels), where a cache keyed by float(dt) would break it
+            return self._compute_factors(A, u, dt)
         coefficients = A.coefficients() if hasattr(A, "coefficients") else ()
         key = (id(A), float(dt), u.dtype, u.device, u.ndim, torch.is_grad_enabled(), _coefficient_key(coefficients))
         hit = self._cache.get(key) if key[-1] is not None else None
         if hit is not None and hit[0] is A:
             return hit[2]
-        z = dt * A.multiplier(u)
-        if self.scheme == "imex-euler":
-            factors: tuple[torch.Tensor, ...] = (1 / (1 - z),)
-        elif self.scheme == "etd1":
-            factors = (torch.exp(z), dt * phi1(z))
-        else:
-            factors = (torch.exp(z), dt * phi1(z), dt * phi2(z))
+        factors = self._compute_factors(A, u, dt)
         if key[-1] is not None and not any(x.requires_grad for x in factors):
             if len(self._cache) >= self._CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
@@ -224,6 +222,14 @@ class Semilinear:
             # tensor's storage address can be reused by another object while the entry exists
             self._cache[key] = (A, tuple(coefficients), factors)
         return factors
+
+    def _compute_factors(self, A: Any, u: torch.Tensor, dt: Any) -> tuple[torch.Tensor, ...]:
+        z = dt * A.multiplier(u)
+        if self.scheme == "imex-euler":
+            return (1 / (1 - z),)
+        if self.scheme == "etd1":
+            return (torch.exp(z), dt * phi1(z))
+        return (torch.exp(z), dt * phi1(z), dt * phi2(z))
 
     def step(self, f: SemilinearField, t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
         A, N = f.linear, f.nonlinear

@@ -90,3 +90,23 @@ def test_a_bad_field_is_still_one_line_before_anything_compiles(monkeypatch):
     monkeypatch.setattr(compiled, "_unavailable", {})
     with pytest.raises(solvers.SolverInputError, match="returned shape"):
         solvers.solve(lambda t, u: u[..., :4], _u0(), (0.0, 1.0), method="rk4", dt=0.1, compile=True)
+
+
+def test_a_compiled_exponential_step_is_one_graph_without_breaks_and_gives_the_eager_states(monkeypatch):
+    """etd-rk2 caches its factors per float(dt) when eager; traced, dt is a tensor and the factors join the graph."""
+    import pdesim
+
+    model = pdesim.MasterPDE(pdesim.PDEConfig(tokens=16, dim=8, heads=2, diffusion=0.5, seed=0)).double()
+    u0 = model.initial_state(batch=2)
+    stepper = solvers.steppers.Semilinear("etd-rk2")
+    t, h = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(compiled._step)(stepper, model.semilinear(), None, t, u0, h)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")  # traced as inductor would be, without its codegen
+    monkeypatch.setattr(compiled, "_unavailable", {})
+    with torch.no_grad():
+        eager = solvers.solve(model, u0, (0.0, 1.0), method="etd-rk2", dt=0.1)
+        traced = solvers.solve(model, u0, (0.0, 1.0), method="etd-rk2", dt=0.1, compile=True)
+    assert traced.stats["compiled"] is True
+    torch.testing.assert_close(traced.u, eager.u, rtol=1e-12, atol=1e-12)
