@@ -2,9 +2,14 @@
 
 What it covers: every fixed-step method (explicit Runge–Kutta, splitting, IMEX / exponential).
 One step, ``stepper.step(field, t, u, h)`` followed by the projection, is one compiled function,
-so the field's operations and the stage arithmetic fuse into the same kernels. The driver around
-it (the blow-up guard, events, callbacks, budgets, Ctrl-C) stays eager and unchanged, so a
-compiled run stops by the same rule as an eager one. Not covered, and run eager with a warning:
+so the field's operations and the stage arithmetic fuse into the same kernels; the step also
+returns max |u| of its result, the blow-up guard's reduction fused into the step's last kernel.
+``solve(..., compile_steps=k)`` unrolls k steps into one compiled call, which pays torch.compile's
+fixed cost per call (tens of µs on a CPU, more than a whole step of a small system) once per k
+steps; a run's last steps short of a whole call go through the one-step graph, so at most two
+graphs per shape are compiled. The driver around it (the blow-up guard's read-back, events,
+callbacks, budgets, Ctrl-C) stays eager and unchanged, so a compiled run stops by the same rule
+as an eager one: the first bad step is located by re-integrating with single compiled steps. Not covered, and run eager with a warning:
 adaptive and scipy methods (their loops live in torchdiffeq and scipy), and ``adjoint=True``
 under autograd (checkpoint recomputation is not combined with compiled graphs).
 
@@ -48,9 +53,6 @@ _prepared: dict[tuple, tuple[Any, int]] = {}
 _PREPARED_SIZE = 64
 _warned: dict = {}  # the warnings registry of not_covered: what the default filter has shown once
 
-Advance = Callable[[float, torch.Tensor, float], torch.Tensor]
-
-
 class CompileUnavailableWarning(RuntimeWarning):
     """compile=True could not compile here; the run went on eager."""
 
@@ -60,11 +62,23 @@ def _step(stepper: Any, field: Any, project: Callable | None, t: float, u: torch
     return u if project is None else project(u)
 
 
-def _compiled() -> Callable[..., torch.Tensor]:
-    """One compiled step function for the process (torch caches its graphs per input signature)."""
+def _steps(
+    stepper: Any, field: Any, project: Callable | None, t: torch.Tensor, u: torch.Tensor, h: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n steps from (t, u), and max |u| after each (nan when a state is not): the blow-up guard's
+    reduction is part of the graph, fused with the step's last kernel instead of a pass of its own."""
+    maxima = []
+    for i in range(n):  # unrolled when traced: n is a constant of the graph
+        u = _step(stepper, field, project, t + i * h, u, h)
+        maxima.append(u.detach().abs().amax())
+    return u, torch.stack(maxima)
+
+
+def _compiled() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """One compiled step function for the process (torch caches its graphs per input signature and n)."""
     global _compiled_step
     if _compiled_step is None or getattr(_compiled_step, "_backend", None) is not BACKEND:
-        _compiled_step = torch.compile(_step, backend=BACKEND, dynamic=False)  # one graph per shape
+        _compiled_step = torch.compile(_steps, backend=BACKEND, dynamic=False)  # one graph per shape and n
         _compiled_step._backend = BACKEND  # type: ignore[attr-defined]
     return _compiled_step
 
@@ -108,7 +122,8 @@ def prepare(
     t0: float,
     h: float,
     signature: tuple,
-) -> tuple[Advance | None, dict[str, Any]]:
+    steps: int = 1,
+) -> tuple[CompiledAdvance | None, dict[str, Any]]:
     """The compiled step as ``advance(t, u, h)`` (counting its evaluations into ``record``) and the
     stats to report, or (None, stats) when compiling is unavailable (after one warning line).
 
@@ -116,13 +131,15 @@ def prepare(
     ``counted_field`` make the eager first step that checks the field and counts a step's calls.
     ``signature`` (the user's field first, then whatever else selects a compiled graph: method,
     shape, dtype, device, grad mode) skips the probe and the warm-up when this process has prepared
-    it before (a training loop solving every batch): ``compile_time`` is then 0.0.
+    it before (a training loop solving every batch): ``compile_time`` is then 0.0. ``steps``: the
+    steps of one compiled call (its graph and the one-step graph are both compiled up front).
     """
     backend = str(BACKEND)
-    key = (id(signature[0]), *signature[1:], backend)
+    key = (id(signature[0]), *signature[1:], steps, backend)
     hit = _prepared.get(key)
     if hit is not None and hit[0] is signature[0]:
-        return _counting(stepper, field, project, record, hit[1]), {"compiled": True, "compile_time": 0.0}
+        advance = CompiledAdvance(stepper, field, project, record, hit[1], steps)
+        return advance, {"compiled": True, "compile_time": 0.0, "compile_steps": steps}
     nfe_before = record.nfe
     with torch.no_grad():
         counted_stepper.step(counted_field, t0, u0, h)  # the first-call check, and a step's count
@@ -134,8 +151,9 @@ def prepare(
     start = time.perf_counter()
     try:
         step = _compiled()
-        step(stepper, field, project, _scalar(t0), u0, _scalar(h))
-        step(stepper, field, project, _scalar(t0 + h), u0, _scalar(0.5 * h))
+        for n in sorted({1, steps}):  # the one-step graph serves tails and the stop search
+            step(stepper, field, project, _scalar(t0), u0, _scalar(h), n)
+            step(stepper, field, project, _scalar(t0 + h), u0, _scalar(0.5 * h), n)
     except Exception as error:  # the same step just ran eager: what failed is the compilation
         _unavailable[backend] = describe_error(error)
         not_covered(f"is unavailable here ({_unavailable[backend]})")
@@ -144,15 +162,26 @@ def prepare(
     if len(_prepared) >= _PREPARED_SIZE:
         _prepared.pop(next(iter(_prepared)))
     _prepared[key] = (signature[0], per_step)
-    return _counting(stepper, field, project, record, per_step), {"compiled": True, "compile_time": compile_time}
+    advance = CompiledAdvance(stepper, field, project, record, per_step, steps)
+    return advance, {"compiled": True, "compile_time": compile_time, "compile_steps": steps}
 
 
-def _counting(stepper: Any, field: Any, project: Callable | None, record: Any, per_step: int) -> Advance:
-    """The compiled step, adding a step's evaluations to the record's count on each call."""
-    step = _compiled()
+class CompiledAdvance:
+    """The compiled step as the fixed-grid driver calls it, counting its evaluations into the record.
 
-    def advance(t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
-        record.nfe += per_step
-        return step(stepper, field, project, _scalar(t), u, _scalar(dt))
+    ``advance(t, u, h)`` is one step (the driver's stop search re-integrates with it);
+    ``run(t, u, h, n)`` takes n steps in one call, n = 1 or ``steps``, and also returns max |u|
+    after each of them, which the driver's guard buffers instead of reducing the state itself.
+    """
 
-    return advance
+    def __init__(self, stepper: Any, field: Any, project: Callable | None, record: Any, per_step: int, steps: int):
+        self.stepper, self.field, self.project, self.record = stepper, field, project, record
+        self.per_step, self.steps = per_step, steps
+        self.fn = _compiled()
+
+    def __call__(self, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
+        return self.run(t, u, h, 1)[0]
+
+    def run(self, t: float, u: torch.Tensor, h: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.record.nfe += self.per_step * n
+        return self.fn(self.stepper, self.field, self.project, _scalar(t), u, _scalar(h), n)

@@ -102,6 +102,7 @@ class _Guard:
         self.keep = like.numel() <= self.KEEP_STATES_UP_TO
         self.labels: list[int] = []
         self.states: list[torch.Tensor] = []
+        self.maxima: list[torch.Tensor] = []  # a compiled step's own max |u| per step (``observe_maxima``)
         if not self.keep:
             self.extremes = torch.empty(SYNC_EVERY, 2, dtype=like.dtype, device=like.device)
             self.rows = [(row[0], row[1]) for row in self.extremes]  # views made once, not per step
@@ -117,12 +118,22 @@ class _Guard:
         labels.append(label)
         return len(labels) == SYNC_EVERY
 
+    def observe_maxima(self, last_label: int, maxima: torch.Tensor) -> bool:
+        """Buffers the max |u| of the steps up to ``last_label`` that a compiled call reduced itself
+        (no pass over the state here); True when the buffer is full."""
+        self.labels.extend(range(last_label - len(maxima) + 1, last_label + 1))
+        self.maxima.append(maxima)
+        return len(self.labels) >= SYNC_EVERY
+
     def flush(self) -> int | None:
         n = len(self.labels)
         if not n:
             return None
         with torch.no_grad():
-            if self.keep:
+            if self.maxima:  # a compiled run buffers nothing else
+                largest = torch.cat(self.maxima)
+                self.maxima = []
+            elif self.keep:
                 # one reduction for all buffered steps (the infinity norm: max |u|, nan stays nan)
                 largest = torch.linalg.vector_norm(torch.stack(self.states).reshape(n, -1), ord=math.inf, dim=1)
                 self.states = []
@@ -260,6 +271,8 @@ class _FixedRun:
 
     def scan(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
         """Steps from state s0 to s1 watching each step; sets ``self.found`` on a stop."""
+        if self.lazy and not self.checkpointing and hasattr(self.advance, "run"):
+            return self.scan_compiled(u, iv, s0, s1)
         self.found = None
         record, guard, lazy, advance = self.record, self.guard, self.lazy, self.advance
         observe, checkpointing = guard.observe, self.checkpointing
@@ -291,6 +304,39 @@ class _FixedRun:
             self.last, self.position = u, done
             raise
         bad = guard.flush() if lazy else None  # every scan ends at a save point or the budget
+        if bad is not None:
+            self.found = _Found("crossing", bad, base)
+        return u
+
+    def scan_compiled(self, u: torch.Tensor, iv: _Interval, s0: int, s1: int) -> torch.Tensor:
+        """``scan`` for a compiled step (``solvers.compiled.CompiledAdvance``): ``advance.steps`` steps per
+        call, then one at a time to s1; each call returns its steps' max |u| for the guard. A stop is
+        found as ``scan`` finds it: the guard names the first bad step and the driver re-integrates
+        from the last clean read-back with single steps."""
+        self.found = None
+        record, guard, advance = self.record, self.guard, self.advance
+        deadline, ta, h, block = record.deadline, iv.ta, iv.h, self.advance.steps
+        base = (s0, u)
+        s = s0  # the step index of u
+        try:
+            while s < s1:
+                if deadline is not None and record.out_of_time():
+                    bad = guard.flush()
+                    self.found = _Found("crossing", bad, base) if bad is not None else _Found("time", s, base)
+                    return u
+                n = block if s + block <= s1 else 1
+                u_new, maxima = advance.run(ta + s * h, u, h, n)
+                if guard.observe_maxima(s + n, maxima):
+                    bad = guard.flush()
+                    if bad is not None:
+                        self.found = _Found("crossing", bad, base)
+                        return u_new
+                    base = (s + n, u_new)
+                u, s = u_new, s + n
+        except KeyboardInterrupt:
+            self.last, self.position = u, s
+            raise
+        bad = guard.flush()  # every scan ends at a save point or the budget
         if bad is not None:
             self.found = _Found("crossing", bad, base)
         return u

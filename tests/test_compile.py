@@ -110,3 +110,47 @@ def test_a_compiled_exponential_step_is_one_graph_without_breaks_and_gives_the_e
         traced = solvers.solve(model, u0, (0.0, 1.0), method="etd-rk2", dt=0.1, compile=True)
     assert traced.stats["compiled"] is True
     torch.testing.assert_close(traced.u, eager.u, rtol=1e-12, atol=1e-12)
+
+
+def test_several_steps_per_compiled_call_give_the_eager_states_counts_and_save_points():
+    f, u0 = _field(), _u0()
+    settings = dict(method="rk4", dt=0.01, t_eval=[0.0, 0.37, 0.5, 1.0])  # 37, 13, 50 steps: blocks and tails
+    with torch.no_grad():
+        eager = solvers.solve(f, u0, (0.0, 1.0), **settings)
+        blocks = solvers.solve(f, u0, (0.0, 1.0), compile=True, compile_steps=8, **settings)
+    torch.testing.assert_close(blocks.u, eager.u, rtol=1e-12, atol=1e-14)
+    assert blocks.t.tolist() == eager.t.tolist()
+    assert blocks.stats["nfe"] == eager.stats["nfe"] == 4 * 100
+    assert blocks.stats["compile_steps"] == 8 and blocks.stats["compiled"] is True
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_a_compiled_run_stops_at_a_blowup_and_a_non_finite_state_where_the_eager_run_does(steps):
+    """The guard reads the max |u| each compiled call reduced itself, nan included (inductor's own reduction)."""
+    u0 = _u0()
+    grow = lambda t, u: 3.0 * u  # noqa: E731
+    with torch.no_grad():
+        eager = solvers.solve(grow, u0, (0.0, 10.0), method="rk4", dt=0.01, blowup=1e3)
+        fast = solvers.solve(grow, u0, (0.0, 10.0), method="rk4", dt=0.01, blowup=1e3, compile=True,
+                             compile_steps=steps)
+    assert fast.stats["compiled"] is True
+    assert (str(fast.status), str(eager.status)) == ("blowup", "blowup")
+    assert fast.t_event == pytest.approx(eager.t_event, rel=1e-12) and fast.t_event == pytest.approx(2.302585, rel=1e-6)
+    torch.testing.assert_close(fast.u[-1], eager.u[-1], rtol=1e-12, atol=0)
+
+    def breaks_at_half(t, u):
+        late = torch.as_tensor(t) > 0.5  # t is a number eager, a 0-d tensor compiled
+        return u * torch.where(late, torch.tensor(float("nan"), dtype=u.dtype), torch.tensor(1.0, dtype=u.dtype))
+
+    with torch.no_grad():
+        eager = solvers.solve(breaks_at_half, u0, (0.0, 1.0), method="euler", dt=0.01)
+        fast = solvers.solve(breaks_at_half, u0, (0.0, 1.0), method="euler", dt=0.01, compile=True, compile_steps=steps)
+    assert (str(fast.status), str(eager.status)) == ("nonfinite", "nonfinite")
+    assert fast.t.tolist() == eager.t.tolist() and bool(torch.isfinite(fast.u).all())
+    torch.testing.assert_close(fast.u, eager.u, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, 1000])
+def test_compile_steps_outside_1_to_256_is_one_line(bad):
+    with pytest.raises(solvers.SolverInputError, match=r"compile_steps must be an integer in 1\.\.256"):
+        solvers.solve(_field(), _u0(), (0.0, 1.0), method="rk4", dt=0.1, compile=True, compile_steps=bad)
