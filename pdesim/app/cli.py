@@ -24,7 +24,15 @@ from ..train import TrainSpec
 from ..transformer import POSITIONS
 from . import budget, pretrained_run, threads, tomlio
 from .arms import arm_settings
-from .plot_cmd import add_figure_flags, add_plot_command, compare_figure_writer, plot_command, run_figure_writer
+from .plot_cmd import (
+    add_figure_flags,
+    add_plot_command,
+    compare_figure_writer,
+    compare_training_writer,
+    figure_options,
+    plot_command,
+    run_figure_writer,
+)
 from .presets import PRESETS, finding_sentence, preset_spec
 from .rundir import RunDirError, check_out, read_metrics, read_summary, staged_directory, write_run
 from .runner import planned_arms, run, run_name
@@ -33,7 +41,6 @@ from .stability import stability_report
 from .summary import run_notes
 from .sweep import sweep as run_sweep_file
 from .train_dir import read_train_rows, run_training
-from .train_figures import compare_training_figures
 
 # CLI flag -> PDEConfig field, for the flags that map one to one.
 PDE_FLAGS = {
@@ -117,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the classifier (or the PDE with its solver) on a generated task")
     _add_train_flags(train)
     threads.add_threads_flag(train)
+    add_figure_flags(train)
     sweep = commands.add_parser("sweep", help="run a grid of train (or run) configurations and collect one table")
     sweep.add_argument("file", help="sweep TOML: kind, [base] settings, [grid] lists to cross, [sweep] options")
     sweep.add_argument("--out", help="sweep directory (default from the file, or sweeps/<file name>)")
@@ -125,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="a Ray cluster to join (default: a local Ray runtime)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     threads.add_threads_flag(sweep)
+    add_figure_flags(sweep)  # the sweep's chart; the points' run directories keep png
     return parser
 
 
@@ -352,7 +361,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"train-{spec.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume = Path(args.resume) if args.resume else None
     outcome = run_training(
-        spec, out, resume=resume, quiet=args.quiet, overwrite=args.overwrite, tensorboard=args.tensorboard
+        spec, out, resume=resume, quiet=args.quiet, overwrite=args.overwrite, tensorboard=args.tensorboard,
+        **figure_options(args),  # checked before any training
     )
     summary = outcome.summary
     print(
@@ -380,6 +390,7 @@ def _sweep(args: argparse.Namespace) -> int:
         engine=args.engine,
         address=args.address,
         quiet=args.quiet,
+        **figure_options(args),  # checked before any point runs
     )
     print(outcome.table)
     print(
@@ -424,7 +435,7 @@ def _compare(args: argparse.Namespace) -> int:
     read = read_train_rows if kind == "train" else read_metrics
     rows = {str(r): read(r) for r in runs}
     out = check_out(Path(args.out) if args.out else Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
-    draw = compare_training_figures if kind == "train" else compare_figure_writer(args)
+    draw = compare_training_writer(args, summaries) if kind == "train" else compare_figure_writer(args)
     with staged_directory(out) as staging:
         written = [out / path.name for path in draw(rows, staging)]
     print("\n".join(text))

@@ -10,7 +10,7 @@ keeps its exit code and stderr in failures/<point>.log, and the sweep then exits
     SWEEP/configs/<point>.toml  each point's config (``pdesim train|run --config`` reads it)
     SWEEP/runs/<point>/       each point's run directory
     SWEEP/failures/<point>.log  exit code and stderr of each failed point
-    SWEEP/runs.csv, table.csv, table.md, accuracy.png | findings.png
+    SWEEP/runs.csv, table.csv, table.md, accuracy.<format> | findings.<format>  (png unless --figure-format)
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from probes import plots
+
 from ..config import ConfigError
 from ..stopping import sigterm_as_interrupt
+from .plot_cmd import checked_figure_options
 from .sweep_engines import ENGINES, PointOutcome, _import_ray, run_local, run_ray
 from .sweep_figure import sweep_figure
 from .sweep_plan import (
@@ -102,12 +105,16 @@ def sweep(
     address: str | None = None,
     quiet: bool = True,
     runner: Callable[[Path, Path], int] | None = None,
+    figure_format: str = "png",
+    dpi: float = plots.DPI,
 ) -> SweepOutcome:
     """Runs every unfinished grid point of the sweep file on ``engine`` and writes the collected tables.
 
     ``runner`` (config, run_dir) -> exit code replaces the engine by an in-process call, one point
-    at a time (for tests and notebooks).
+    at a time (for tests and notebooks). The chart is written in ``figure_format`` at ``dpi``
+    (checked before anything runs); the points' own run directories keep their default figures.
     """
+    figures = checked_figure_options(figure_format, dpi)
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     if address and engine != "ray":
@@ -146,7 +153,7 @@ def sweep(
     if interrupted and not (plan.out / SWEEP_MARK).exists():  # stopped before anything was written
         raise KeyboardInterrupt
     runs, _ = write_tables(plan, codes)
-    sweep_figure(plan, runs)
+    sweep_figure(plan, runs, **figures)
     return SweepOutcome(
         out=plan.out,
         points=len(plan.points),

@@ -3,6 +3,8 @@
 ``train`` sweeps draw validation accuracy, one panel per task, with the task's chance level and
 a y-range close enough to the data that a difference of one percentage point is visible.
 ``run`` sweeps draw one panel per finding, one colour per arm and source.
+The chart is written as accuracy.<format> or findings.<format> (png, pdf or svg) through
+``probes.plots.save_figure``, so ``pdesim sweep --figure-format/--dpi`` mean what they mean for runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MultipleLocator, PercentFormatter  # noqa: E402
+
+from probes import plots  # noqa: E402
 
 from .sweep_plan import SweepPlan  # noqa: E402
 from .sweep_table import configuration, findings, grid_keys  # noqa: E402
@@ -57,7 +61,7 @@ def _accuracy_limits(values: np.ndarray) -> tuple[float, float]:
     return max(0.0, low - pad), min(1.0, high + pad)
 
 
-def train_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
+def train_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path, *, dpi: float = plots.DPI) -> Path:
     """Final validation accuracy per configuration, one panel per task."""
     tasks = list(dict.fromkeys(runs["task"])) if "task" in runs else [str(plan.base.get("task", "listops"))]
     # within a task's panel, a configuration is the point without its task and seed
@@ -89,13 +93,10 @@ def train_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
     _title(fig, f"{plan.out.name}: final validation accuracy over {_what_was_swept(plan)}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
-def run_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
+def run_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path, *, dpi: float = plots.DPI) -> Path:
     """Each finding per configuration, one panel per finding, one colour per arm and source."""
     named = findings(plan, runs)
     labels = list(dict.fromkeys(runs["configuration"]))
@@ -133,14 +134,21 @@ def run_figure(plan: SweepPlan, runs: pd.DataFrame, path: Path) -> Path:
     where = spare[0] if spare else axes.flat[0]
     where.legend(list(entries.values()), list(entries), loc="center" if spare else "best", fontsize=9)
     _title(fig, f"{plan.out.name}: findings over {_what_was_swept(plan)} (dots: seeds, bars: mean ± std)")
+    return _save(fig, path, dpi)
+
+
+def _save(fig: plt.Figure, path: Path, dpi: float) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return plots.save_figure(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)  # pyplot keeps every figure it made until closed
 
 
-def sweep_figure(plan: SweepPlan, runs: pd.DataFrame) -> Path:
-    """accuracy.png (train) or findings.png (run) in the sweep directory."""
+def sweep_figure(
+    plan: SweepPlan, runs: pd.DataFrame, *, figure_format: str = "png", dpi: float = plots.DPI
+) -> Path:
+    """accuracy.<figure_format> (train) or findings.<figure_format> (run) in the sweep directory."""
     if plan.kind == "train":
-        return train_figure(plan, runs, plan.out / "accuracy.png")
-    return run_figure(plan, runs, plan.out / "findings.png")
+        return train_figure(plan, runs, plots.figure_path(plan.out, "accuracy", figure_format), dpi=dpi)
+    return run_figure(plan, runs, plots.figure_path(plan.out, "findings", figure_format), dpi=dpi)

@@ -5,9 +5,10 @@ A training run directory mirrors ``pdesim run``'s: config.toml (a [train] table 
 resumed), summary.json, checkpoints/ (safetensors; last.safetensors holds the last finite state
 whatever stopped the run), figures/, run.log and, with ``tensorboard=True``, tensorboard/ (the
 scalars as TensorBoard events). Everything is checked (the output location, memory, the
-checkpoint to resume, the network) before the first step, and staged in a hidden directory that
-is renamed into place: a refused run leaves nothing behind. Ctrl-C or SIGTERM during training
-keeps the run (status ``interrupted``); during writing, the data is written whole first.
+checkpoint to resume, the network, the figure format and dpi) before the first step, and staged in
+a hidden directory that is renamed into place: a refused run leaves nothing behind. Ctrl-C or
+SIGTERM during training keeps the run (status ``interrupted``); during writing, the data is written
+whole first. The figures (``train_figures``) are written in the format asked (``--figure-format``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probes import plots
+
 from ..config import ConfigError
 from ..stopping import held_interrupts, sigterm_as_interrupt
 from ..train import TrainOutcome, TrainSpec, prepare, train
 from . import tomlio
+from .plot_cmd import checked_figure_options
 from .rundir import (
     check_out,
     json_safe,
@@ -96,12 +100,16 @@ def run_training(
     quiet: bool = False,
     overwrite: bool = False,
     tensorboard: bool = False,
+    figure_format: str = "png",
+    dpi: float = plots.DPI,
 ) -> TrainOutcome:
     """Trains into a staging directory and renames it to ``out`` when done, stopped or interrupted.
 
-    Refusals (``out`` taken, too little memory, an untrusted checkpoint, an impossible task) are
-    one-line errors raised before any directory is made.
+    Refusals (``out`` taken, too little memory, an untrusted checkpoint, an impossible task, a figure
+    format or dpi that cannot be written) are one-line errors raised before any directory is made.
+    The figures are written as ``figures/<stem>.<figure_format>`` at ``dpi``.
     """
+    figures = checked_figure_options(figure_format, dpi)
     check_out(out, overwrite=overwrite)
     writer_class = tensorboard_writer_class() if tensorboard else None
     setup = prepare(spec, Path(resume) if resume is not None else None)
@@ -116,13 +124,16 @@ def run_training(
             progress.close()
             if writer:
                 writer.close()
-        _write(outcome, staging)
+        _write(outcome, staging, figures)
     return outcome
 
 
-def _write(outcome: TrainOutcome, staging: Path) -> None:
+def _write(outcome: TrainOutcome, staging: Path, figures: dict[str, Any]) -> None:
     """The run's files: the data whole (Ctrl-C waits), then the figures (Ctrl-C keeps those drawn)."""
     spec = outcome.spec
+    # Only the figure options that differ from training_figures' defaults are passed: a default run keeps
+    # calling it as (rows, folder, spec, summary), the contract replacements of it (tests) are written to.
+    asked = {key: value for key, value in figures.items() if value != checked_figure_options()[key]}
     log = (
         f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
         f"clip {spec.clip}, diffusion at {', '.join(spec.diffusion_positions) or 'none'}\n"
@@ -139,7 +150,7 @@ def _write(outcome: TrainOutcome, staging: Path) -> None:
         (staging / "figures").mkdir()
         (staging / "run.log").write_text(log + "interrupted while saving: the run is saved without figures\n")
     elif not write_figures_interruptibly(
-        lambda folder: training_figures(outcome.rows, folder, spec, outcome.summary), staging, log
+        lambda folder: training_figures(outcome.rows, folder, spec, outcome.summary, **asked), staging, log
     ):
         outcome.summary["interrupted"] = True
 

@@ -6,13 +6,16 @@ plain data that tests read) and then drawn (``draw``). A curve goes on a log axi
 values are positive and span at least two decades; the first non-finite step of a run is a
 dotted vertical line in that run's colour; the validation accuracy shows the chance level (the
 largest class's share); a series of one point (a run evaluated once) is drawn as a marker; the
-title names the run's switches (task, model, norm, residual, clipping, diffusion layers).
+title names the run's switches (task, model, norm, residual, clipping, diffusion layers). A figure
+is written as ``<stem>.<figure_format>`` (the stems of ``TRAINING_CURVES``) through
+``probes.plots.save_figure``, so ``--figure-format`` and ``--dpi`` mean here what they mean for runs.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,11 @@ from matplotlib import rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from probes import plots
+
 from ..train import TrainSpec
 
+# (file name as drawn at png, metrics column, y label); other formats keep the stem.
 TRAINING_CURVES = (
     ("loss.png", "loss", "training loss"),
     ("grad_norm.png", "grad_norm", "global gradient norm"),
@@ -33,6 +39,8 @@ TRAINING_CURVES = (
 LOG_SPAN = 100.0
 # Columns that decide a step's finiteness (as the training loop does).
 CHECKED = ("loss", "grad_norm", "max_activation")
+# Every figure stem pdesim writes into a train run's figures/ or a compare folder (``pdesim plot`` replaces only these).
+TRAIN_FIGURE_STEMS = tuple(Path(filename).stem for filename, _, _ in TRAINING_CURVES)
 
 
 @dataclass
@@ -124,8 +132,16 @@ def plan_training_figures(
     return plans
 
 
-def draw(plan: Plan, folder: Path) -> Path:
-    """Draws one planned figure into ``folder``; returns its path."""
+def chance_level(value: Any) -> float | None:
+    """A summary's chance_accuracy as a number, or None where it is missing or not a finite number."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def draw(plan: Plan, folder: Path, *, figure_format: str = "png", dpi: float = plots.DPI) -> Path:
+    """Draws one planned figure into ``folder`` as ``<stem>.<figure_format>``; returns its path."""
+    path = plots.figure_path(folder, Path(plan.filename).stem, figure_format)  # refuses a format before drawing
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     colours = itertools.cycle(rcParams["axes.prop_cycle"].by_key()["color"])
@@ -147,26 +163,46 @@ def draw(plan: Plan, folder: Path) -> Path:
     ax.set_title(plan.title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    path = Path(folder) / plan.filename
-    fig.savefig(path, dpi=110)
-    return path
+    return plots.save_figure(fig, path, dpi=dpi)
 
 
 def training_figures(
-    rows: list[dict[str, Any]], folder: Path, spec: TrainSpec, summary: dict[str, Any] | None = None
+    rows: list[dict[str, Any]],
+    folder: Path,
+    spec: TrainSpec,
+    summary: dict[str, Any] | None = None,
+    *,
+    figure_format: str = "png",
+    dpi: float = plots.DPI,
 ) -> list[Path]:
     """The training curves of one run, titled by its switches, with its chance level."""
-    chance = (summary or {}).get("chance_accuracy")
+    chance = chance_level((summary or {}).get("chance_accuracy"))
     plans = plan_training_figures({spec.task: rows}, subtitle=switches(spec), chance=chance)
-    return [draw(plan, folder) for plan in plans]
+    return [draw(plan, Path(folder), figure_format=figure_format, dpi=dpi) for plan in plans]
+
+
+def compare_chance(summaries: dict[str, dict[str, Any]] | None) -> float | None:
+    """The chance level to draw over several runs: theirs when every run has the same one, else None."""
+    chances = {chance_level(s.get("chance_accuracy")) for s in (summaries or {}).values()}
+    return chances.pop() if len(chances) == 1 else None  # a run without one (None) also means no line
+
+
+def plan_compare_training_figures(
+    rows_by_run: dict[str, list[dict[str, Any]]], summaries: dict[str, dict[str, Any]] | None = None
+) -> list[Plan]:
+    """The overlaid figures of several train runs (rows and summaries keyed by run directory)."""
+    runs = {Path(run).name: rows for run, rows in rows_by_run.items()}
+    return plan_training_figures(runs, subtitle="compare: " + ", ".join(runs), chance=compare_chance(summaries))
 
 
 def compare_training_figures(
-    rows_by_run: dict[str, list[dict[str, Any]]], folder: Path, summaries: dict[str, dict[str, Any]] | None = None
+    rows_by_run: dict[str, list[dict[str, Any]]],
+    folder: Path,
+    summaries: dict[str, dict[str, Any]] | None = None,
+    *,
+    figure_format: str = "png",
+    dpi: float = plots.DPI,
 ) -> list[Path]:
     """Overlays the training curves of several train runs (rows keyed by run directory)."""
-    chances = {s.get("chance_accuracy") for s in (summaries or {}).values()}
-    chance = chances.pop() if len(chances) == 1 else None  # one line only when every run has the same
-    runs = {Path(run).name: rows for run, rows in rows_by_run.items()}
-    plans = plan_training_figures(runs, subtitle="compare: " + ", ".join(runs), chance=chance)
-    return [draw(plan, Path(folder)) for plan in plans]
+    plans = plan_compare_training_figures(rows_by_run, summaries)
+    return [draw(plan, Path(folder), figure_format=figure_format, dpi=dpi) for plan in plans]
