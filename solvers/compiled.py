@@ -9,9 +9,10 @@ fixed cost per call (tens of µs on a CPU, more than a whole step of a small sys
 steps; a run's last steps short of a whole call go through the one-step graph, so at most two
 graphs per shape are compiled. The driver around it (the blow-up guard's read-back, events,
 callbacks, budgets, Ctrl-C) stays eager and unchanged, so a compiled run stops by the same rule
-as an eager one: the first bad step is located by re-integrating with single compiled steps. Not covered, and run eager with a warning:
-adaptive and scipy methods (their loops live in torchdiffeq and scipy), and ``adjoint=True``
-under autograd (checkpoint recomputation is not combined with compiled graphs).
+as an eager one: the first bad step is located by re-integrating with single compiled steps.
+Not covered, and run eager with a warning: adaptive and scipy methods (their loops live in
+torchdiffeq and scipy), and ``adjoint=True`` under autograd (checkpoint recomputation is not
+combined with compiled graphs).
 
 The step time t and size h enter the compiled step as 0-d float64 tensors, so the field sees a
 tensor t (``float(t)`` works, with a graph break): one graph serves every step, where Python

@@ -343,7 +343,7 @@ def test_the_training_figure_plans_a_log_axis_over_decades_the_non_finite_step_c
 
 
 def test_sigterm_while_the_figures_are_drawn_keeps_the_finished_training_run(tmp_path, capsys, monkeypatch):
-    def terminated_while_drawing(rows, folder, spec, summary):
+    def terminated_while_drawing(rows, folder, spec, summary, **figure_options):
         (Path(folder) / "loss.png").write_bytes(b"drawn before the signal")
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the drawing")

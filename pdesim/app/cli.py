@@ -160,6 +160,10 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", help="solver of the PDE model (default rk4)")
     parser.add_argument("--solver-dt", type=float, help="its step (default 0.25)")
     parser.add_argument("--adjoint", action="store_true", help="memory-efficient gradients through the solver")
+    parser.add_argument(
+        "--compile", action="store_true", default=None,
+        help="torch.compile the PDE's solver step or the Transformer's forward pass (compile time is reported)",
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps (default 500)")
     parser.add_argument("--batch", type=int, help="batch size (default 32)")
     parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 1e-3)")
@@ -202,6 +206,7 @@ TRAIN_FLAGS = (
     "log_every",
     "checkpoint_every",
     "seed",
+    "compile",
 )
 
 
@@ -376,6 +381,8 @@ def _train(args: argparse.Namespace) -> int:
         f"max activation {_format(summary['max_activation'])}, first non-finite step "
         f"{_format(summary['first_nonfinite_step'])}"
     )
+    if summary.get("compile_time") is not None:
+        print(f"compiled in {summary['compile_time']:.1f} s (once per shape)")
     if outcome.summary["interrupted"]:
         print("interrupted: the partial run is saved")
     print(f"run directory: {out}")

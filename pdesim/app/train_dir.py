@@ -131,9 +131,6 @@ def run_training(
 def _write(outcome: TrainOutcome, staging: Path, figures: dict[str, Any]) -> None:
     """The run's files: the data whole (Ctrl-C waits), then the figures (Ctrl-C keeps those drawn)."""
     spec = outcome.spec
-    # Only the figure options that differ from training_figures' defaults are passed: a default run keeps
-    # calling it as (rows, folder, spec, summary), the contract replacements of it (tests) are written to.
-    asked = {key: value for key, value in figures.items() if value != checked_figure_options()[key]}
     log = (
         f"pdesim train: task {spec.task}, model {spec.model}, norm {spec.norm}, residual {spec.residual}, "
         f"clip {spec.clip}, diffusion at {', '.join(spec.diffusion_positions) or 'none'}\n"
@@ -150,7 +147,7 @@ def _write(outcome: TrainOutcome, staging: Path, figures: dict[str, Any]) -> Non
         (staging / "figures").mkdir()
         (staging / "run.log").write_text(log + "interrupted while saving: the run is saved without figures\n")
     elif not write_figures_interruptibly(
-        lambda folder: training_figures(outcome.rows, folder, spec, outcome.summary, **asked), staging, log
+        lambda folder: training_figures(outcome.rows, folder, spec, outcome.summary, **figures), staging, log
     ):
         outcome.summary["interrupted"] = True
 
