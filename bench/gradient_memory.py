@@ -3,7 +3,8 @@
 The MasterPDE at N = 64, d = 32 is integrated by rk4 for 10 and for 1000 steps (no t_eval), and
 the loss on the final state is backpropagated to the weights. Each measurement runs in a fresh
 subprocess, because torch's CPU allocations are invisible to tracemalloc and the resident-set
-high-water mark (``resource.getrusage(...).ru_maxrss``) only rises: the child builds the model,
+high-water mark (VmHWM of /proc/self/status, which starts afresh at exec, unlike ``ru_maxrss``,
+which Linux carries over from the parent) only rises: the child builds the model,
 runs one warm-up solve of 2 steps with backward (so lazily allocated pools are in place), reads
 the high-water mark, then runs the measured solve + backward and reads it again. The figure is
 the rise, in MB: the peak memory the gradient computation needed beyond what was already there
@@ -25,6 +26,18 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
+
+
+def high_water_mb():
+    # VmHWM belongs to this process's memory map, made new at exec; ru_maxrss is not: on Linux it keeps the
+    # parent's high-water mark across fork and exec, so a large parent would hide the child's own rise
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 torch.set_num_threads(1)
 import pdesim, solvers
 steps, adjoint = int(sys.argv[1]), sys.argv[2] == "1"
@@ -36,15 +49,15 @@ def run(n):
     loss.backward()
     model.zero_grad(set_to_none=True)
 run(2)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_mb()
 start = time.perf_counter()
 run(steps)
 elapsed = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = high_water_mb()
 start = time.perf_counter()
 run(steps)
 elapsed = min(elapsed, time.perf_counter() - start)
-print(json.dumps({"rise_mb": (after - before) / 1024, "peak_mb": after / 1024, "seconds": elapsed}))
+print(json.dumps({"rise_mb": after - before, "peak_mb": after, "seconds": elapsed}))
 """
 
 

@@ -19,11 +19,13 @@ tensor t (``float(t)`` works, with a graph break): one graph serves every step, 
 floats would recompile as t changes (and torch 2.13's symbolic floats gave wrong states for a
 field using t). Compile time is paid up front and reported: ``prepare`` makes two warm-up steps
 from u0 (their results are discarded) and reports their wall time as ``stats["compile_time"]``.
-Graphs are specialised per shape (``dynamic=False``): each new state shape compiles once (torch
-keeps up to its recompile limit, 8 by default, per process; beyond it the step runs eager).
-torch keeps the compiled code for the process, and a later solve with the same field, method,
-projection, shape, dtype, device and grad mode (a training loop solving every batch) skips the
-eager probe step and the warm-up and reports ``compile_time`` 0.0.
+Graphs are specialised per shape (``dynamic=False``). Each prepared signature (field, method,
+projection, shape, dtype, device, grad mode, steps per call) gets a compiled function of its own,
+made from a copy of ``_steps``'s code object: dynamo counts a code object's graphs against its
+recompile limit (8 by default), beyond which it runs eager, so one shared function would go eager
+after a few fields or shapes in one process. A later solve with a prepared signature (a training
+loop solving every batch) reuses its function, skips the eager probe step and the warm-up and
+reports ``compile_time`` 0.0; up to ``_PREPARED_SIZE`` signatures are kept.
 
 Where compilation is unavailable (no C compiler for inductor, an unsupported Python, any backend
 error on the first call), the warm-up catches the error, warns with one line
@@ -38,6 +40,7 @@ compiled step then adds to ``nfe`` per step.
 from __future__ import annotations
 
 import time
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -46,11 +49,10 @@ import torch
 
 BACKEND: Any = "inductor"  # what torch.compile lowers to (tests swap in a failing backend)
 
-_compiled_step: Callable[..., torch.Tensor] | None = None
 _unavailable: dict[str, str] = {}  # backend name → why compiling failed in this process
 # signatures (field, method, shape, dtype, device, grad mode, ...) already prepared in this process →
-# (the field, kept alive so that its id is not reused while the entry exists; calls per step)
-_prepared: dict[tuple, tuple[Any, int]] = {}
+# (the field, kept alive so that its id is not reused while the entry exists; calls per step; its compiled steps)
+_prepared: dict[tuple, tuple[Any, int, Callable]] = {}
 _PREPARED_SIZE = 64
 _warned: dict = {}  # the warnings registry of not_covered: what the default filter has shown once
 
@@ -76,12 +78,10 @@ def _steps(
 
 
 def _compiled() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """One compiled step function for the process (torch caches its graphs per input signature and n)."""
-    global _compiled_step
-    if _compiled_step is None or getattr(_compiled_step, "_backend", None) is not BACKEND:
-        _compiled_step = torch.compile(_steps, backend=BACKEND, dynamic=False)  # one graph per shape and n
-        _compiled_step._backend = BACKEND  # type: ignore[attr-defined]
-    return _compiled_step
+    """``_steps`` under torch.compile, with a code object of its own (its own graphs and recompile count)."""
+    code = _steps.__code__.replace()  # a new, equal code object: dynamo's caches are keyed by code object
+    steps = types.FunctionType(code, _steps.__globals__, _steps.__name__, _steps.__defaults__, _steps.__closure__)
+    return torch.compile(steps, backend=BACKEND, dynamic=False)  # one graph per shape and n
 
 
 def not_covered(reason: str) -> None:
@@ -139,7 +139,7 @@ def prepare(
     key = (id(signature[0]), *signature[1:], steps, backend)
     hit = _prepared.get(key)
     if hit is not None and hit[0] is signature[0]:
-        advance = CompiledAdvance(stepper, field, project, record, hit[1], steps)
+        advance = CompiledAdvance(hit[2], stepper, field, project, record, hit[1], steps)
         return advance, {"compiled": True, "compile_time": 0.0, "compile_steps": steps}
     nfe_before = record.nfe
     with torch.no_grad():
@@ -162,8 +162,8 @@ def prepare(
     compile_time = time.perf_counter() - start
     if len(_prepared) >= _PREPARED_SIZE:
         _prepared.pop(next(iter(_prepared)))
-    _prepared[key] = (signature[0], per_step)
-    advance = CompiledAdvance(stepper, field, project, record, per_step, steps)
+    _prepared[key] = (signature[0], per_step, step)
+    advance = CompiledAdvance(step, stepper, field, project, record, per_step, steps)
     return advance, {"compiled": True, "compile_time": compile_time, "compile_steps": steps}
 
 
@@ -175,10 +175,11 @@ class CompiledAdvance:
     after each of them, which the driver's guard buffers instead of reducing the state itself.
     """
 
-    def __init__(self, stepper: Any, field: Any, project: Callable | None, record: Any, per_step: int, steps: int):
-        self.stepper, self.field, self.project, self.record = stepper, field, project, record
+    def __init__(
+        self, fn: Callable, stepper: Any, field: Any, project: Callable | None, record: Any, per_step: int, steps: int
+    ):
+        self.fn, self.stepper, self.field, self.project, self.record = fn, stepper, field, project, record
         self.per_step, self.steps = per_step, steps
-        self.fn = _compiled()
 
     def __call__(self, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
         return self.run(t, u, h, 1)[0]

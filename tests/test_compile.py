@@ -154,3 +154,23 @@ def test_a_compiled_run_stops_at_a_blowup_and_a_non_finite_state_where_the_eager
 def test_compile_steps_outside_1_to_256_is_one_line(bad):
     with pytest.raises(solvers.SolverInputError, match=r"compile_steps must be an integer in 1\.\.256"):
         solvers.solve(_field(), _u0(), (0.0, 1.0), method="rk4", dt=0.1, compile=True, compile_steps=bad)
+
+
+def test_every_new_shape_in_one_process_is_compiled_not_dropped_to_eager_past_the_recompile_limit(monkeypatch):
+    """dynamo stops compiling a function after 8 graphs; each prepared signature has a function of its own."""
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(tuple(example_inputs[0].shape) if example_inputs else ())
+        return graph.forward
+
+    monkeypatch.setattr(compiled, "BACKEND", counting_backend)
+    monkeypatch.setattr(compiled, "_unavailable", {})
+    f = _field()
+    with torch.no_grad():
+        for rows in range(1, 13):  # 12 shapes, 2 graphs each (1 and 4 steps per call)
+            u0 = _u0().expand(rows, 8).contiguous()
+            sol = solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=0.125, compile=True, compile_steps=4)
+            eager = solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=0.125)
+            torch.testing.assert_close(sol.u, eager.u, rtol=1e-12, atol=1e-14)
+    assert len(graphs) >= 24
