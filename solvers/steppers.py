@@ -9,6 +9,7 @@ wrapper in; the fixed-grid driver (``solvers.fixed``) owns time, saving, project
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -36,9 +37,12 @@ class ExplicitRK:
         rows = [[(j, a) for j, a in enumerate(row[:i]) if a != 0.0] for i, row in enumerate(tableau.a)]
         self._stages = tuple((c, tuple(row)) for c, row in zip(tableau.c, rows))
         self._weights = tuple((i, b) for i, b in enumerate(tableau.b) if b != 0.0)
+        self._number_step = _straight_line(self._stages, self._weights)
 
     def step(self, f: Field, t: float, u: torch.Tensor, dt: float) -> torch.Tensor:
         """u(t + dt) from u(t): the stages call ``f(t + c_i dt, stage_i)``; ``t``, ``dt`` may be 0-d tensors."""
+        if not isinstance(dt, torch.Tensor):
+            return self._number_step(f, t, u, dt)
         axpy = axpy_for(dt)
         ks: list[torch.Tensor] = []
         for c, row in self._stages:
@@ -50,6 +54,28 @@ class ExplicitRK:
         for i, b in self._weights:
             out = axpy(out, ks[i], dt * b)
         return out
+
+
+@functools.lru_cache(maxsize=64)  # one per tableau: compiling the source costs more than a solve of a few steps
+def _straight_line(
+    stages: tuple[tuple[float, tuple[tuple[int, float], ...]], ...], weights: tuple[tuple[int, float], ...]
+) -> Callable[[Field, float, torch.Tensor, float], torch.Tensor]:
+    """``ExplicitRK.step`` for a Python-number step, written out from the tableau as straight-line code.
+
+    The same operations in the same order as the loop (``x.add(k, alpha=dt·a)``, ``f(t + c·dt, ·)``;
+    coefficients by ``repr``, which round-trips floats exactly), without its per-stage loop, tuple
+    unpacking and calls: on a small state those are a visible share of a step (rk4 on (1, 8): ~1 µs
+    of ~18). For example rk4 becomes ``k0 = f(t + 0.0 * dt, u); k1 = f(t + 0.5 * dt, u.add(k0,
+    alpha=dt * 0.5)); ...; return u.add(k0, alpha=dt * 0.16666666666666666).add(...)``.
+    """
+    lines = ["def step(f, t, u, dt):"]
+    for index, (c, row) in enumerate(stages):
+        stage = "u" + "".join(f".add(k{j}, alpha=dt * {a!r})" for j, a in row)
+        lines.append(f"    k{index} = f(t + {c!r} * dt, {stage})")
+    lines.append("    return u" + "".join(f".add(k{i}, alpha=dt * {b!r})" for i, b in weights))
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<explicit Runge-Kutta step>", "exec"), namespace)  # noqa: S102
+    return namespace["step"]
 
 
 def _add_scaled_by_number(x: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
