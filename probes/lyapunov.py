@@ -178,6 +178,7 @@ def lyapunov_spectrum(
     seed: int = 0,
     t0: float = 0.0,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    independent_samples: bool = False,
 ) -> dict[str, Any]:
     """The top ``k`` finite-time Lyapunov exponents of du/dt = system(t, u) from u0 over [t0, t_end].
 
@@ -186,8 +187,11 @@ def lyapunov_spectrum(
     frame V (n × k, n = N·d) by Q of V = QR, adding log |R_ii| to exponent i (Benettin). The
     exponents come out in decreasing order; their sum is the growth rate of k-volumes, the
     time-average of the trace of J restricted to the frame (for k = n, of tr J itself).
-    ``project`` as in ``ftle``. Returns "t" (K,), "exponents" (K, k) running batch-means,
-    "final" (k,) the last row and "per_sample" (B, k).
+    ``project`` as in ``ftle``. ``independent_samples``: the system maps each sample (the first
+    axis) independently of the others, as ``pdesim.MasterPDE`` does without a padding mask; the k
+    tangent vectors then ride as k copies of the state through one JVP per stage instead of k.
+    Returns "t" (K,), "exponents" (K, k) running batch-means, "final" (k,) the last row and
+    "per_sample" (B, k).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -197,6 +201,11 @@ def lyapunov_spectrum(
         raise ValueError(f"k={k} exceeds the state dimension {size} of each sample")
 
     def stack_field(t: Any, stack: torch.Tensor) -> torch.Tensor:
+        if independent_samples:
+            u, tangents = stack[0], stack[1:]
+            copies = u.repeat(k, *([1] * (u.ndim - 1)))  # (k·B, ...): copy i of sample b at i·B + b, as tangents
+            out, pushed = jvp(system, t, copies, tangents.reshape(k * batch, *u.shape[1:]))
+            return torch.cat([out[:batch].unsqueeze(0), pushed.reshape(k, *u.shape)])
         outs = [jvp(system, t, stack[0], v) for v in stack[1:]]
         return torch.stack([outs[0][0]] + [tangent for _, tangent in outs])
 

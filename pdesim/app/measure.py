@@ -188,7 +188,7 @@ def flow_lyapunov(
         spectrum = probes.lyapunov_spectrum(
             model, u0[:1], float(times[-1]), k=min(SPECTRUM_K, u0[0].numel()), dt=spectrum_step, method=method,
             renormalize_every=horizon / SPECTRUM_RENORMALIZATIONS, t0=float(times[0]), seed=DIRECTION_SEED,
-            project=project,
+            project=project, independent_samples=model.padding_mask is None,
         )
         finite = bool(torch.isfinite(largest["ftle"]).all()) and bool(torch.isfinite(spectrum["final"]).all())
         if finite or projected is not None:
