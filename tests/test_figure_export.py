@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_checks import refused as _refused
 
 from pdesim.app import cli, train_figures
 from pdesim.app.plot_cmd import redraw_training
@@ -56,19 +57,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def _edit_summary(run: Path, **changes: object) -> None:
     path = run / "summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
-
-
-def _refused(args: list[str], capsys, tmp_path: Path, monkeypatch) -> str:
-    """Runs the CLI in an empty working directory; asserts exit 2, one line, no traceback, nothing written."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    capsys.readouterr()
-    assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("pdesim: error: ") and "Traceback" not in err
-    assert list(work.iterdir()) == []
-    return err
 
 
 def test_train_with_figure_format_svg_writes_its_four_figures_as_svg_and_no_png(runs):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import refused as _refused
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -37,19 +38,6 @@ def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ckpt")
     train(TrainSpec(**TINY, steps=4, checkpoint_every=2), checkpoint_dir=folder)
     return folder / "step-000002.safetensors"
-
-
-def _refused(args: list[str], capsys, tmp_path: Path, monkeypatch) -> str:
-    """Runs the CLI in an empty working directory; asserts exit 2, one line, no traceback, nothing written."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    capsys.readouterr()
-    assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("pdesim: error: ") and "Traceback" not in err
-    assert list(work.iterdir()) == []  # no runs/, no staging directory, no --out
-    return err
 
 
 def _rewritten(source: Path, target: Path, *, drop: str | None = None, metadata: dict | None = None,
