@@ -174,3 +174,17 @@ def test_every_new_shape_in_one_process_is_compiled_not_dropped_to_eager_past_th
             eager = solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=0.125)
             torch.testing.assert_close(sol.u, eager.u, rtol=1e-12, atol=1e-14)
     assert len(graphs) >= 24
+
+
+def test_gradients_through_several_compiled_steps_per_call_equal_eager_backprop():
+    weights = (torch.linspace(-1.0, 1.0, 64, dtype=torch.float64).reshape(8, 8).sin() * 0.5).requires_grad_()
+
+    def f(t, u):
+        return torch.tanh(u @ weights) - 0.1 * u
+
+    grads = []
+    for options in ({}, {"compile": True, "compile_steps": 4}):
+        sol = solvers.solve(f, _u0(), (0.0, 1.0), method="rk4", dt=0.05, **options)
+        grads.append(torch.autograd.grad(sol.u[-1].pow(2).sum(), weights)[0])
+    assert sol.stats["compiled"] is True
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
