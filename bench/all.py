@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
+from _limits import hand_rk4  # noqa: E402
 from _timing import format_ratio, paired_rounds, ratio  # noqa: E402
 
 import solvers  # noqa: E402
@@ -137,18 +138,10 @@ def rk4_figures(quick: bool, rounds: int, min_run_time: float) -> None:
     def f(t, u):
         return u @ weights
 
-    def hand():
-        u = u0
-        for i in range(steps):
-            t = i * dt
-            k1 = f(t, u)
-            k2 = f(t + dt / 2, u.add(k1, alpha=dt / 2))
-            k3 = f(t + dt / 2, u.add(k2, alpha=dt / 2))
-            k4 = f(t + dt, u.add(k3, alpha=dt))
-            u = u.add(k1, alpha=dt / 6).add(k2, alpha=dt / 3).add(k3, alpha=dt / 3).add(k4, alpha=dt / 6)
-        return u
-
-    runs = {"hand": hand, "pdesim": lambda: solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=dt)}
+    runs = {
+        "hand": lambda: hand_rk4(f, u0, steps, dt),
+        "pdesim": lambda: solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=dt),
+    }
     if not quick:
         for name, k in (("pdesim compiled", 1), ("pdesim compiled x20", 20)):
             sol = solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=dt, compile=True, compile_steps=k)

@@ -28,24 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _limits import hand_rk4  # noqa: E402
 from _timing import format_ratio, paired_rounds  # noqa: E402
 
 import pdesim  # noqa: E402
 import solvers  # noqa: E402
 
 DIFFRAX_PUBLISHED_MS_PER_STEP = 0.9
-
-
-def _hand_rk4(f, u0: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
-    u = u0
-    for i in range(steps):
-        t = i * dt
-        k1 = f(t, u)
-        k2 = f(t + dt / 2, u.add(k1, alpha=dt / 2))
-        k3 = f(t + dt / 2, u.add(k2, alpha=dt / 2))
-        k4 = f(t + dt, u.add(k3, alpha=dt))
-        u = u.add(k1, alpha=dt / 6).add(k2, alpha=dt / 3).add(k3, alpha=dt / 3).add(k4, alpha=dt / 6)
-    return u
 
 
 def step_costs(device: str, rounds: int, compile_steps: int) -> list[str]:
@@ -64,7 +53,7 @@ def step_costs(device: str, rounds: int, compile_steps: int) -> list[str]:
     grid = torch.tensor([0.0, 1.0], dtype=torch.float64, device=device)
     for name, (f, u0) in systems.items():
         runs = {
-            "hand": lambda f=f, u0=u0: _hand_rk4(f, u0, steps, dt),
+            "hand": lambda f=f, u0=u0: hand_rk4(f, u0, steps, dt),
             "pdesim": lambda f=f, u0=u0: solvers.solve(f, u0, (0.0, 1.0), method="rk4", dt=dt),
             "torchdiffeq": lambda f=f, u0=u0: torchdiffeq.odeint(
                 f, u0, grid.to(u0.dtype), method="rk4", options={"step_size": dt}
